@@ -1,0 +1,1 @@
+"""Users, API keys, wallets, the double-entry ledger and proof of liabilities."""

@@ -1,0 +1,66 @@
+"""Reads of accounts, balances and the ledger, and the ledger's consistency checks."""
+from decimal import Decimal
+from functools import lru_cache
+
+from django.db import connection
+
+from accounts.models import Asset, Balance
+
+
+@lru_cache(maxsize=1)
+def _asset_units() -> tuple[tuple[str, Decimal], ...]:
+    return tuple((a.code, a.unit) for a in Asset.objects.all())
+
+
+def asset_units() -> dict[str, Decimal]:
+    units = dict(_asset_units())
+    if not units:  # nothing cached while the table is still empty
+        _asset_units.cache_clear()
+    return units
+
+
+def unrealized_pnl(account_id: int, asset_code: str) -> Decimal:
+    """Unrealized PnL of the account's positions settled in asset, at the mark price."""
+    from matching.selectors import account_unrealized_pnl  # positions live in matching
+
+    return account_unrealized_pnl(account_id=account_id, asset_code=asset_code)
+
+
+def available_balance(balance: Balance) -> Decimal:
+    """What can be withdrawn or committed: unrealized losses count, unrealized profits do not."""
+    pnl = unrealized_pnl(balance.account_id, balance.asset_id)
+    return balance.amount - balance.order_margin - balance.position_margin + min(pnl, Decimal(0))
+
+
+def _rows(sql: str) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+
+def ledger_problems() -> list[str]:
+    """Every way the ledger and the balances disagree; empty when the books balance."""
+    problems = []
+    for asset, total in _rows("""
+            SELECT asset_id, SUM(amount) FROM accounts_ledgerentry GROUP BY asset_id HAVING SUM(amount) <> 0"""):
+        problems.append(f"the {asset} ledger sums to {total}, not 0")
+    for tx, asset, total in _rows("""
+            SELECT transaction_id, asset_id, SUM(amount) FROM accounts_ledgerentry
+            GROUP BY transaction_id, asset_id HAVING SUM(amount) <> 0 ORDER BY transaction_id LIMIT 100"""):
+        problems.append(f"ledger transaction {tx} does not balance in {asset}: {total}")
+    for account, asset, stored, ledger in _rows("""
+            SELECT COALESCE(b.account_id, l.account_id), COALESCE(b.asset_id, l.asset_id),
+                   COALESCE(b.amount, 0), COALESCE(l.total, 0)
+            FROM accounts_balance b
+            FULL OUTER JOIN (SELECT account_id, asset_id, SUM(amount) AS total FROM accounts_ledgerentry
+                             GROUP BY account_id, asset_id) l
+              ON l.account_id = b.account_id AND l.asset_id = b.asset_id
+            WHERE COALESCE(b.amount, 0) <> COALESCE(l.total, 0)
+            ORDER BY 1, 2 LIMIT 100"""):
+        problems.append(f"account {account} holds {stored} {asset} but its ledger says {ledger}")
+    for account, asset, amount in _rows("""
+            SELECT b.account_id, b.asset_id, b.amount FROM accounts_balance b
+            JOIN accounts_account a ON a.id = b.account_id
+            WHERE a.kind <> 'system' AND b.amount < 0 ORDER BY 1, 2 LIMIT 100"""):
+        problems.append(f"account {account} is negative: {amount} {asset}")
+    return problems

@@ -1,0 +1,166 @@
+"""Every write to accounts, balances and the ledger goes through these functions."""
+import uuid
+from collections import defaultdict
+from decimal import Decimal
+from typing import Iterable, Sequence
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from accounts import selectors
+from accounts.models import Account, Asset, Balance, CashMovement, LedgerEntry, LedgerTransaction, SystemAccount
+
+Leg = tuple[int, str, Decimal]  # account id, asset code, signed amount
+
+
+class InsufficientBalance(ValueError):
+    """Raised when a debit would exceed the available balance; the message is BitMEX's."""
+
+    def __init__(self, detail: str = ""):
+        super().__init__("Account has insufficient Available Balance" + (f": {detail}" if detail else ""))
+
+
+def system_account(name: SystemAccount | str) -> Account:
+    account, _ = Account.objects.get_or_create(user=None, kind=Account.Kind.SYSTEM, name=str(name))
+    return account
+
+
+def main_account(user) -> Account:
+    account, _ = Account.objects.get_or_create(user=user, kind=Account.Kind.MAIN, name="")
+    return account
+
+
+def lock_balances(keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], Balance]:
+    """Creates missing balance rows, then locks them in primary-key order (no deadlocks)."""
+    keys = sorted(set(keys))
+    Balance.objects.bulk_create([Balance(account_id=a, asset_id=s) for a, s in keys], ignore_conflicts=True)
+    wanted = Q()
+    for account_id, asset_id in keys:
+        wanted |= Q(account_id=account_id, asset_id=asset_id)
+    locked = Balance.objects.select_for_update(no_key=True).filter(wanted).order_by("pk")
+    return {(b.account_id, b.asset_id): b for b in locked}
+
+
+def check_legs(legs: Sequence[Leg]) -> None:
+    """Amounts are exact in their asset's smallest unit and every asset nets to zero."""
+    if not legs:
+        raise ValueError("a ledger transaction needs entries")
+    units = selectors.asset_units()
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for _, asset, amount in legs:
+        if asset not in units:
+            raise ValueError(f"unknown asset {asset}")
+        if amount != amount.quantize(units[asset]):
+            raise ValueError(f"{amount} {asset} is finer than the asset's unit {units[asset]}")
+        totals[asset] += amount
+    unbalanced = {a: t for a, t in totals.items() if t}
+    if unbalanced:
+        raise ValueError(f"ledger transaction does not balance: {unbalanced}")
+
+
+@transaction.atomic
+def post_transaction(*, kind: str, legs: Sequence[Leg], reference: str = "",
+                     balances: dict[tuple[int, str], Balance] | None = None) -> LedgerTransaction:
+    """Writes one balanced transaction and moves the balances with it.
+
+    `balances` may hold rows the caller already locked; the others are locked here."""
+    check_legs(legs)
+    missing = {(a, s) for a, s, _ in legs} - set(balances or {})
+    locked = dict(balances or {})
+    if missing:
+        locked.update(lock_balances(missing))
+    tx = LedgerTransaction.objects.create(kind=kind, reference=reference)
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(transaction=tx, account_id=a, asset_id=s, amount=amount) for a, s, amount in legs)
+    changed = {}
+    for account_id, asset_id, amount in legs:
+        balance = locked[(account_id, asset_id)]
+        balance.amount += amount
+        changed[balance.pk] = balance
+    Balance.objects.bulk_update(changed.values(), ["amount"])
+    return tx
+
+
+def _asset(asset: Asset | str) -> Asset:
+    return asset if isinstance(asset, Asset) else Asset.objects.get(pk=asset)
+
+
+def _positive(amount: Decimal, asset: Asset) -> Decimal:
+    amount = Decimal(amount)
+    if not amount.is_finite() or amount <= 0:
+        raise ValueError("amount must be positive")
+    if amount != amount.quantize(asset.unit):
+        raise ValueError(f"amount has more than {asset.scale} decimal places")
+    return amount
+
+
+@transaction.atomic
+def deposit(*, account: Account, asset: Asset | str, amount: Decimal,
+            request_id: uuid.UUID | None = None) -> CashMovement:
+    """Credits the account from the outside world. A repeated request_id returns the first deposit."""
+    asset = _asset(asset)
+    amount = _positive(amount, asset)
+    if request_id and (done := CashMovement.objects.filter(request_id=request_id).first()):
+        return done
+    external = system_account(SystemAccount.EXTERNAL)
+    tx = post_transaction(kind=LedgerTransaction.Kind.DEPOSIT, reference=f"account:{account.pk}",
+                          legs=[(external.pk, asset.code, -amount), (account.pk, asset.code, amount)])
+    return CashMovement.objects.create(request_id=request_id or uuid.uuid4(), kind=CashMovement.Kind.DEPOSIT,
+                                       account=account, asset=asset, amount=amount, transaction=tx)
+
+
+def faucet_deposit(*, account: Account, asset: Asset | str, amount: Decimal | None = None,
+                   request_id: uuid.UUID | None = None) -> CashMovement:
+    """Demo money: at most the faucet's limit per request."""
+    asset = _asset(asset)
+    limit = Decimal(settings.FAUCET_LIMITS.get(asset.code, 0))
+    amount = limit if amount is None else Decimal(amount)
+    if not limit:
+        raise ValueError(f"the faucet does not give {asset.code}")
+    if amount > limit:
+        raise ValueError(f"the faucet gives at most {limit} {asset.code} per request")
+    return deposit(account=account, asset=asset, amount=amount, request_id=request_id)
+
+
+def _debit_available(balances: dict[tuple[int, str], Balance], account: Account, asset: Asset,
+                     amount: Decimal) -> None:
+    balance = balances[(account.pk, asset.code)]
+    available = selectors.available_balance(balance)
+    if amount > available:
+        raise InsufficientBalance(f"{amount} {asset.code} requested, {available} available")
+
+
+@transaction.atomic
+def withdraw(*, account: Account, asset: Asset | str, amount: Decimal,
+             request_id: uuid.UUID | None = None) -> CashMovement:
+    """Pays out to the outside world; never more than the available balance, even under races."""
+    asset = _asset(asset)
+    amount = _positive(amount, asset)
+    if request_id and (done := CashMovement.objects.filter(request_id=request_id).first()):
+        return done
+    external = system_account(SystemAccount.EXTERNAL)
+    balances = lock_balances([(account.pk, asset.code), (external.pk, asset.code)])
+    _debit_available(balances, account, asset, amount)
+    tx = post_transaction(kind=LedgerTransaction.Kind.WITHDRAWAL, reference=f"account:{account.pk}",
+                          balances=balances,
+                          legs=[(account.pk, asset.code, -amount), (external.pk, asset.code, amount)])
+    return CashMovement.objects.create(request_id=request_id or uuid.uuid4(), kind=CashMovement.Kind.WITHDRAWAL,
+                                       account=account, asset=asset, amount=amount, transaction=tx)
+
+
+@transaction.atomic
+def transfer(*, source: Account, target: Account, asset: Asset | str, amount: Decimal,
+             reference: str = "") -> LedgerTransaction:
+    """Moves available funds between two accounts of the same user (main and copy sub-accounts)."""
+    asset = _asset(asset)
+    amount = _positive(amount, asset)
+    if source.pk == target.pk:
+        raise ValueError("source and target are the same account")
+    if source.user_id != target.user_id or source.user_id is None:
+        raise ValueError("transfers move funds between accounts of one user")
+    balances = lock_balances([(source.pk, asset.code), (target.pk, asset.code)])
+    _debit_available(balances, source, asset, amount)
+    return post_transaction(kind=LedgerTransaction.Kind.TRANSFER, balances=balances,
+                            reference=reference or f"transfer:{source.pk}->{target.pk}",
+                            legs=[(source.pk, asset.code, -amount), (target.pk, asset.code, amount)])

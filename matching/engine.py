@@ -1,0 +1,642 @@
+"""The engine: applies queued orders and commands to the C books and writes their effects.
+
+One engine owns each symbol. It reads entries from the symbols' Redis Streams in batches,
+applies each to the book, and writes the whole batch's effects (orders, executions, positions,
+ledger entries, margin) in ONE database transaction before it acknowledges the entries. The
+database is the truth: on start, and after any failure, the books are rebuilt from the open
+orders, and commands are applied only while their rows are still pending, so a crash or a
+redelivered entry never loses or repeats anything (docs/ENGINE.md).
+"""
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import ROUND_FLOOR, Decimal
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import LedgerTransaction, SystemAccount
+from accounts.services import system_account
+from matching import contracts, streams
+from matching.book import (
+    BUY, CR_FOK, CR_POST_ONLY, CR_STP, CR_UNFILLED, CR_USER, EV_AMEND, EV_CANCEL, EV_FILL, EV_REST, FOK, GTC,
+    IOC, SELL, OrderBook, SNAPSHOT_FIELDS, command_flags,
+)
+from matching.models import (
+    Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce,
+)
+from matching import persistence, selectors
+from matching.signals import batch_committed
+
+log = logging.getLogger(__name__)
+
+TIF_CODES = {TimeInForce.GOOD_TILL_CANCEL: GTC, TimeInForce.IMMEDIATE_OR_CANCEL: IOC, TimeInForce.FILL_OR_KILL: FOK}
+CANCEL_TEXT = {
+    CR_USER: "Canceled: Cancel from user",
+    CR_UNFILLED: "Canceled: not fully filled at once (ImmediateOrCancel or market order)",
+    CR_FOK: "Canceled: FillOrKill order could not be filled entirely",
+    CR_POST_ONLY: "Canceled: Order had execInst of ParticipateDoNotInitiate",
+    CR_STP: "Canceled: self-trade prevention",
+}
+SWEEP_AGE = timedelta(seconds=2)
+
+
+@dataclass(slots=True)
+class LiveOrder:
+    """The engine's copy of an open order; the engine is its only writer while it runs."""
+
+    pk: int
+    account_id: int
+    side: str
+    ord_type: str
+    time_in_force: str
+    exec_inst: frozenset
+    price: Decimal | None
+    stop_px: Decimal | None
+    protect_price: Decimal | None
+    peg_offset_value: Decimal | None
+    order_qty: int
+    leaves_qty: int
+    cum_qty: int
+    cum_notional: Decimal
+    ord_status: str
+    triggered: str
+    margin_reserved: Decimal
+    priority: int | None
+    created_at: object
+    text: str = ""
+    ord_rej_reason: str = ""
+    working: bool = False
+
+    @classmethod
+    def from_row(cls, o: Order) -> "LiveOrder":
+        return cls(o.pk, o.account_id, o.side, o.ord_type, o.time_in_force,
+                   frozenset(filter(None, o.exec_inst.split(","))), o.price, o.stop_px, o.protect_price,
+                   o.peg_offset_value, o.order_qty, o.leaves_qty, o.cum_qty, o.cum_notional, o.ord_status,
+                   o.triggered, o.margin_reserved, o.priority, o.created_at, o.text, o.ord_rej_reason,
+                   o.working_indicator)
+
+    @property
+    def reduce_only(self) -> bool:
+        return "ReduceOnly" in self.exec_inst or "Close" in self.exec_inst
+
+    @property
+    def is_conditional(self) -> bool:
+        return self.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT, OrdType.MARKET_IF_TOUCHED,
+                                 OrdType.LIMIT_IF_TOUCHED)
+
+    @property
+    def avg_px(self) -> Decimal | None:
+        return (self.cum_notional / self.cum_qty).quantize(Decimal("1e-8")) if self.cum_qty else None
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.side == Side.BUY else -1
+
+
+@dataclass(slots=True)
+class LivePosition:
+    account_id: int
+    qty: int = 0
+    entry_value: Decimal = Decimal(0)
+    realized_pnl: Decimal = Decimal(0)
+    cum_realized_pnl: Decimal = Decimal(0)
+    opened_at: object = None
+
+
+@dataclass
+class Batch:
+    """Everything one batch changes, written in one transaction."""
+
+    orders: dict = field(default_factory=dict)  # pk -> LiveOrder
+    executions: list = field(default_factory=list)
+    positions: dict = field(default_factory=dict)  # (instrument_pk, account_id) -> LivePosition
+    # (account_id, asset) -> [amount, order_margin, position_margin] deltas; margins also from positions
+    balances: dict = field(default_factory=dict)
+    ledger: list = field(default_factory=list)  # (kind, reference, legs)
+    commands: dict = field(default_factory=dict)  # pk -> (status, reason)
+    instruments: set = field(default_factory=set)
+    trades: list = field(default_factory=list)  # (symbol, Execution of the taker)
+    applied: list = field(default_factory=list)  # ("order" | "command", pk) to wake waiting requests
+
+    def balance(self, account_id: int, asset: str) -> list:
+        return self.balances.setdefault((account_id, asset), [Decimal(0), Decimal(0), Decimal(0)])
+
+
+class SymbolState:
+    """One instrument's book, its open and conditional orders, and its positions."""
+
+    def __init__(self, instrument: Instrument):
+        self.instrument = instrument
+        self.terms = instrument.terms
+        self.asset = instrument.settle_asset_id
+        self.unit = self.terms.settle_places
+        self.book = OrderBook()
+        self.orders: dict[int, LiveOrder] = {}  # resting in the book
+        self.conditional: dict[int, LiveOrder] = {}  # waiting for their trigger
+        self.reduce_only: set[int] = set()  # pks of resting reduce-only orders, checked after every trade
+        self.positions: dict[int, LivePosition] = {}
+        self.last_price: Decimal | None = instrument.last_price
+        self.next_priority = 1
+
+    def ticks(self, price: Decimal) -> int:
+        return contracts.price_to_ticks(price, self.terms)
+
+    def lots(self, qty: int) -> int:
+        return qty // self.terms.lot_size
+
+    def reduce_only_orders(self) -> list[LiveOrder]:
+        self.reduce_only &= self.orders.keys()  # forget the ones that left the book
+        return [self.orders[pk] for pk in self.reduce_only]
+
+    def position(self, account_id: int) -> LivePosition:
+        position = self.positions.get(account_id)
+        if position is None:
+            position = self.positions[account_id] = LivePosition(account_id)
+        return position
+
+
+class Engine:
+    def __init__(self, symbols: list[str] | None = None, consumer: str = "engine", batch_size: int = 500,
+                 block_ms: int = 20):
+        instruments = Instrument.objects.select_related("settle_asset").order_by("symbol")
+        if symbols:
+            instruments = instruments.filter(symbol__in=symbols)
+            missing = set(symbols) - {i.symbol for i in instruments}
+            if missing:
+                raise ValueError(f"unknown symbols: {', '.join(sorted(missing))}")
+        self.instrument_rows = list(instruments)
+        if not self.instrument_rows:
+            raise ValueError("no instruments to trade: run `manage.py create_instruments` first")
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.states: dict[int, SymbolState] = {}
+        self.by_symbol: dict[str, SymbolState] = {}
+        self.last_sweep = 0.0
+        self.stale = True  # the books do not match the database until rebuild()
+
+    # ---------- start and recovery ----------
+
+    def rebuild(self) -> None:
+        """Loads every book, conditional order and position from the database."""
+        self.states = {i.pk: SymbolState(i) for i in Instrument.objects.select_related("settle_asset")
+                       .filter(pk__in=[i.pk for i in self.instrument_rows])}
+        self.by_symbol = {s.instrument.symbol: s for s in self.states.values()}
+        for state in self.states.values():
+            resting = (Order.objects.filter(instrument=state.instrument,
+                                            ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED])
+                       .order_by("priority", "pk"))
+            records = []
+            for row in resting.iterator(chunk_size=10_000):
+                order = LiveOrder.from_row(row)
+                state.orders[order.pk] = order
+                if order.reduce_only:
+                    state.reduce_only.add(order.pk)
+                flags = command_flags(post_only="ParticipateDoNotInitiate" in order.exec_inst)
+                records.extend((order.pk, order.account_id, BUY if order.side == Side.BUY else SELL,
+                                state.ticks(order.price), state.lots(order.leaves_qty), flags))
+                state.next_priority = max(state.next_priority, (order.priority or 0) + 1)
+            snapshot = _pack(records)
+            assert len(records) % SNAPSHOT_FIELDS == 0
+            state.book.restore(snapshot)
+            for row in Order.objects.filter(instrument=state.instrument, ord_status=OrdStatus.UNTRIGGERED).order_by("pk"):
+                state.conditional[row.pk] = LiveOrder.from_row(row)
+            for account_id, qty, entry, realized, cum, opened in selectors.engine_positions(state.instrument.pk):
+                state.positions[account_id] = LivePosition(account_id, qty, entry, realized, cum, opened)
+        self.fees_account_id = system_account(SystemAccount.FEES).pk
+        self.clearing_account_id = system_account(SystemAccount.CLEARING).pk
+        self._ensure_groups()
+        self.stale = False
+        log.info("engine ready: %s", ", ".join(f"{s.instrument.symbol} ({len(s.orders)} resting)"
+                                                for s in self.states.values()))
+
+    def _ensure_groups(self) -> None:
+        client = streams.client()
+        for symbol in self.by_symbol:
+            try:
+                client.xgroup_create(streams.stream_key(symbol), streams.GROUP, id="0", mkstream=True)
+            except redis.ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
+
+    # ---------- the loop ----------
+
+    def run(self, stop=lambda: False) -> None:
+        """Applies batches until stop() is true; a failed batch is retried after a rebuild."""
+        self.stale = True
+        replay = True
+        while not stop():
+            try:
+                if self.stale:
+                    self.rebuild()
+                    replay = True
+                if replay:
+                    self.process_pending_entries()
+                    replay = False
+                self.step()
+            except (redis.ConnectionError, redis.TimeoutError):
+                log.warning("redis unavailable; retrying")
+                time.sleep(0.5)
+                replay = True
+            except redis.ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                self._ensure_groups()  # Redis restarted empty: the sweep recovers what was queued
+            except Exception:  # rolled back: rebuild, then the unacknowledged entries come again
+                log.exception("engine step failed")
+                time.sleep(1)
+                self.stale = replay = True
+
+    def step(self) -> int:
+        """Reads and applies one batch of new stream entries; returns how many entries it applied."""
+        if time.monotonic() - self.last_sweep > 1.0:
+            self.sweep()
+        keys = {streams.stream_key(symbol): ">" for symbol in self.by_symbol}
+        reply = streams.client().xreadgroup(streams.GROUP, self.consumer, keys, count=self.batch_size,
+                                            block=self.block_ms)
+        return self.apply_stream_reply(reply)
+
+    def process_pending_entries(self) -> None:
+        """Entries delivered before a crash but never acknowledged are read again from id 0."""
+        while True:
+            keys = {streams.stream_key(symbol): "0" for symbol in self.by_symbol}
+            reply = streams.client().xreadgroup(streams.GROUP, self.consumer, keys, count=self.batch_size)
+            if not any(entries for _, entries in reply):
+                return
+            self.apply_stream_reply(reply)
+
+    def apply_stream_reply(self, reply) -> int:
+        entries, acks = [], {}
+        for stream, items in reply or []:
+            stream = stream.decode() if isinstance(stream, bytes) else stream
+            for entry_id, fields in items:
+                acks.setdefault(stream, []).append(entry_id)
+                kind = fields.get(b"kind", b"").decode()
+                try:
+                    pk = int(fields.get(b"id", b""))
+                except ValueError:
+                    continue
+                if kind in ("order", "command"):
+                    entries.append((kind, pk))
+        if acks:
+            self.apply_entries(entries)
+            pipe = streams.client().pipeline(transaction=False)
+            for stream, ids in acks.items():
+                pipe.xack(stream, streams.GROUP, *ids)
+                pipe.xdel(stream, *ids)
+            pipe.execute()
+        return len(entries)
+
+    def sweep(self) -> None:
+        """Applies stored orders and commands whose stream entry never arrived (lost or Redis restarted)."""
+        self.last_sweep = time.monotonic()
+        applied = self.apply_stored(older_than=timezone.now() - SWEEP_AGE)
+        if applied:
+            log.info("sweep: applied %d orders and commands that had no stream entry", applied)
+
+    def apply_stored(self, older_than=None) -> int:
+        """Applies pending orders, then pending commands, straight from the database, oldest first."""
+        instruments = list(self.states)
+        orders = Order.objects.filter(instrument__in=instruments, ord_status=OrdStatus.PENDING_NEW)
+        commands = OrderCommand.objects.filter(order__instrument__in=instruments, status=OrderCommand.Status.PENDING)
+        if older_than is not None:
+            orders, commands = orders.filter(created_at__lt=older_than), commands.filter(created_at__lt=older_than)
+        entries = [("order", pk) for pk in orders.order_by("pk").values_list("pk", flat=True)[:self.batch_size]]
+        entries += [("command", pk) for pk in commands.order_by("pk").values_list("pk", flat=True)[:self.batch_size]]
+        if entries:
+            self.apply_entries(entries)
+        return len(entries)
+
+    # ---------- a batch ----------
+
+    def apply_entries(self, entries: list[tuple[str, int]]) -> Batch:
+        """Applies entries in order and commits their effects; on failure rebuilds from the database."""
+        batch = Batch()
+        try:
+            pending_orders = {o.pk: o for o in Order.objects.filter(
+                pk__in=[pk for kind, pk in entries if kind == "order"], ord_status=OrdStatus.PENDING_NEW,
+                instrument__in=list(self.states))}
+            commands = {c.pk: c for c in OrderCommand.objects.select_related("order").filter(
+                pk__in=[pk for kind, pk in entries if kind == "command"], status=OrderCommand.Status.PENDING,
+                order__instrument__in=list(self.states))}
+            for kind, pk in entries:
+                if kind == "order" and pk in pending_orders:
+                    row = pending_orders.pop(pk)
+                    self.apply_new_order(self.states[row.instrument_id], LiveOrder.from_row(row), batch)
+                    batch.applied.append(("order", pk))
+                elif kind == "command" and pk in commands:
+                    self.apply_command(commands.pop(pk), batch, pending_orders)
+                    batch.applied.append(("command", pk))
+            if batch.applied:
+                with transaction.atomic():
+                    persistence.write_batch(self, batch)
+        except Exception:
+            log.exception("batch failed: nothing of it was written; the books are rebuilt from the database")
+            self.stale = True
+            raise
+        if batch.applied:
+            try:
+                streams.notify_applied(batch.applied)
+            except redis.RedisError:
+                pass  # waiting requests time out and read the order from the database
+            batch_committed.send(sender=Engine, batch=batch, engine=self)
+        return batch
+
+    # ---------- orders ----------
+
+    def apply_new_order(self, state: SymbolState, order: LiveOrder, batch: Batch) -> None:
+        batch.orders[order.pk] = order
+        if order.is_conditional and not order.triggered:
+            order.ord_status = OrdStatus.UNTRIGGERED
+            state.conditional[order.pk] = order
+            self._check_triggers(state, batch)
+            return
+        if order.reduce_only and not self._fit_reduce_only(state, order, batch):
+            return
+        self._send_to_book(state, order, batch)
+        self._after_trades(state, batch)
+
+    def _fit_reduce_only(self, state: SymbolState, order: LiveOrder, batch: Batch) -> bool:
+        """A reduce-only order is cut to the position it can reduce; with nothing to reduce it is canceled."""
+        reducible = -order.sign * state.position(order.account_id).qty
+        reducible -= sum(o.leaves_qty for o in state.reduce_only_orders()
+                         if o.account_id == order.account_id and o.side == order.side)
+        if "Close" in order.exec_inst and order.order_qty == 0:
+            order.order_qty = order.leaves_qty = max(reducible, 0)
+        if reducible <= 0:
+            self._close(state, order, batch, OrdStatus.CANCELED,
+                        "Canceled: ReduceOnly order would not reduce the position")
+            return False
+        if order.leaves_qty > reducible:
+            order.order_qty -= order.leaves_qty - reducible
+            order.leaves_qty = reducible
+            order.text = "ReduceOnly: quantity cut to the position"
+        return True
+
+    def _send_to_book(self, state: SymbolState, order: LiveOrder, batch: Batch) -> None:
+        side = BUY if order.side == Side.BUY else SELL
+        lots = state.lots(order.leaves_qty)
+        tif = TIF_CODES[order.time_in_force]
+        try:
+            if order.ord_type in (OrdType.MARKET, OrdType.STOP, OrdType.MARKET_IF_TOUCHED):
+                protect = order.protect_price
+                if protect is None and state.last_price is not None:
+                    from matching.services import market_protection_price
+                    protect = order.protect_price = market_protection_price(state.instrument, order.side,
+                                                                            state.last_price)
+                events = state.book.market(order.pk, order.account_id, side, lots,
+                                           state.ticks(protect) if protect else 0, tif if tif != GTC else IOC)
+            else:
+                events = state.book.place(order.pk, order.account_id, side, state.ticks(order.price), lots, tif,
+                                          "ParticipateDoNotInitiate" in order.exec_inst)
+        except (ValueError, KeyError, TypeError) as error:
+            self._close(state, order, batch, OrdStatus.REJECTED, f"Rejected: {error}", rejected=True)
+            return
+        state.orders[order.pk] = order
+        if order.reduce_only:
+            state.reduce_only.add(order.pk)
+        self._apply_events(state, events, batch)
+
+    def _apply_events(self, state: SymbolState, events, batch: Batch) -> None:
+        for kind, order_pk, other, price, qty, info in events:
+            if kind == EV_FILL:
+                self._fill(state, state.orders[order_pk], state.orders[other], price * state.terms.tick_size,
+                           qty * state.terms.lot_size, batch)
+            elif kind == EV_REST:
+                order = state.orders[order_pk]
+                order.priority = state.next_priority
+                state.next_priority += 1
+                order.working = True
+                if order.ord_status in (OrdStatus.PENDING_NEW, OrdStatus.UNTRIGGERED):
+                    order.ord_status = OrdStatus.NEW
+                batch.orders[order.pk] = order
+            elif kind == EV_CANCEL:
+                order = state.orders[order_pk]
+                self._close(state, order, batch, OrdStatus.CANCELED, CANCEL_TEXT.get(info, "Canceled"))
+            elif kind == EV_AMEND:
+                order = state.orders[order_pk]
+                order.price = price * state.terms.tick_size
+                order.leaves_qty = qty * state.terms.lot_size
+                order.order_qty = order.cum_qty + order.leaves_qty
+                if not info:
+                    order.priority = state.next_priority
+                    state.next_priority += 1
+                batch.orders[order.pk] = order
+
+    def _close(self, state: SymbolState, order: LiveOrder, batch: Batch, status: str, text: str,
+               rejected: bool = False) -> None:
+        """Ends an order: its margin is released and it leaves the engine's memory."""
+        order.ord_status = status
+        order.leaves_qty = 0
+        order.working = False
+        if rejected:
+            order.ord_rej_reason = text
+        order.text = text
+        self._release_margin(state, order, order.margin_reserved, batch)
+        state.orders.pop(order.pk, None)
+        state.conditional.pop(order.pk, None)
+        batch.orders[order.pk] = order
+
+    def _release_margin(self, state: SymbolState, order: LiveOrder, amount: Decimal, batch: Batch) -> None:
+        if amount:
+            order.margin_reserved -= amount
+            batch.balance(order.account_id, state.asset)[1] -= amount
+
+    def _fill(self, state: SymbolState, taker: LiveOrder, maker: LiveOrder, price: Decimal, qty: int,
+              batch: Batch) -> None:
+        now = timezone.now()
+        match_id = uuid.uuid4()
+        instrument = state.instrument
+        for order, liquidity, rate in ((maker, Execution.Liquidity.ADDED, instrument.maker_fee),
+                                       (taker, Execution.Liquidity.REMOVED, instrument.taker_fee)):
+            leaves_before = order.leaves_qty
+            order.leaves_qty -= qty
+            order.cum_qty += qty
+            order.cum_notional += qty * price
+            if order.leaves_qty == 0:
+                order.ord_status = OrdStatus.FILLED
+                order.working = False
+                release = order.margin_reserved
+                state.orders.pop(order.pk, None)
+            else:
+                order.ord_status = OrdStatus.PARTIALLY_FILLED
+                release = (order.margin_reserved * qty / leaves_before).quantize(state.unit, ROUND_FLOOR)
+            self._release_margin(state, order, release, batch)
+            batch.orders[order.pk] = order
+            position = state.position(order.account_id)
+            change = contracts.apply_fill(position.qty, position.entry_value, order.sign * qty, price, state.terms)
+            if position.qty == 0 or change.qty == 0 or (position.qty > 0) != (change.qty > 0):
+                position.opened_at = now if change.qty else None
+                position.realized_pnl = Decimal(0)
+            position.qty, position.entry_value = change.qty, change.entry_value
+            position.realized_pnl += change.realized_pnl
+            position.cum_realized_pnl += change.realized_pnl
+            batch.positions[(instrument.pk, order.account_id)] = position
+            fee = contracts.fee(qty, price, rate, state.terms)
+            reference = f"trade:{match_id}:{order.pk}"
+            if fee:
+                self._post(batch, LedgerTransaction.Kind.FEE, reference, state.asset,
+                           [(order.account_id, -fee), (self.fees_account_id, fee)])
+            if change.realized_pnl:
+                pnl = change.realized_pnl
+                self._post(batch, LedgerTransaction.Kind.REALIZED_PNL, reference, state.asset,
+                           [(self.clearing_account_id, -pnl), (order.account_id, pnl)])
+            batch.executions.append(Execution(
+                order_id=order.pk, account_id=order.account_id, instrument_id=instrument.pk, trd_match_id=match_id,
+                side=order.side, last_qty=qty, last_px=price, last_liquidity_ind=liquidity, commission=rate,
+                exec_comm=fee, realized_pnl=change.realized_pnl, leaves_qty=order.leaves_qty, cum_qty=order.cum_qty,
+                ord_status=order.ord_status, created_at=now))
+        batch.trades.append((instrument.symbol, taker.side, qty, price, match_id, now))
+        state.last_price = price
+        batch.instruments.add(instrument.pk)
+
+    @staticmethod
+    def _post(batch: Batch, kind: str, reference: str, asset: str, legs: list[tuple[int, Decimal]]) -> None:
+        batch.ledger.append((kind, reference, [(account_id, asset, amount) for account_id, amount in legs]))
+        for account_id, amount in legs:
+            batch.balance(account_id, asset)[0] += amount
+
+    def _after_trades(self, state: SymbolState, batch: Batch) -> None:
+        self._check_triggers(state, batch)
+        self._enforce_reduce_only(state, batch)
+
+    # ---------- conditional orders ----------
+
+    def _trigger_price(self, state: SymbolState, order: LiveOrder) -> Decimal | None:
+        # Mark and index price follow the last price until the risk engine publishes its own.
+        return state.last_price
+
+    def _check_triggers(self, state: SymbolState, batch: Batch) -> None:
+        """Triggers conditional orders whose stop price was crossed, nearest first, each once."""
+        for _ in range(len(state.conditional) + 1):
+            fired = []
+            for order in state.conditional.values():
+                price = self._trigger_price(state, order)
+                if price is None or order.stop_px is None:
+                    continue
+                rising = (order.side == Side.BUY) == (order.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT))
+                if (price >= order.stop_px) if rising else (price <= order.stop_px):
+                    fired.append((abs(price - order.stop_px), order.pk, order))
+            if not fired:
+                self._trail(state, batch)
+                return
+            fired.sort(key=lambda item: (-item[0], item[1]))  # crossed first: farthest behind the price
+            for _, _, order in fired:
+                state.conditional.pop(order.pk, None)
+                order.triggered = "StopOrderTriggered"
+                order.ord_status = OrdStatus.NEW
+                batch.orders[order.pk] = order
+                if order.reduce_only and not self._fit_reduce_only(state, order, batch):
+                    continue
+                self._send_to_book(state, order, batch)
+            self._enforce_reduce_only(state, batch)
+
+    def _trail(self, state: SymbolState, batch: Batch) -> None:
+        """Trailing stops follow the price by their offset, never back."""
+        if state.last_price is None:
+            return
+        for order in state.conditional.values():
+            if order.peg_offset_value is None:
+                continue
+            candidate = state.last_price + order.peg_offset_value
+            if (order.side == Side.SELL and candidate > order.stop_px) or (order.side == Side.BUY and candidate < order.stop_px):
+                order.stop_px = candidate
+                batch.orders[order.pk] = order
+
+    def _enforce_reduce_only(self, state: SymbolState, batch: Batch) -> None:
+        """Resting reduce-only orders never exceed the position they reduce (newest are cut first)."""
+        by_account: dict[int, list[LiveOrder]] = {}
+        for order in sorted(state.reduce_only_orders(), key=lambda o: o.pk):
+            by_account.setdefault(order.account_id, []).append(order)
+        for account_id, mine in by_account.items():
+            qty = state.position(account_id).qty
+            room = {Side.BUY: max(-qty, 0), Side.SELL: max(qty, 0)}
+            for order in mine:
+                allowed = room[order.side]
+                if order.leaves_qty <= allowed:
+                    room[order.side] -= order.leaves_qty
+                    continue
+                room[order.side] = 0
+                if allowed <= 0:
+                    self._apply_events(state, state.book.cancel(order.pk), batch)
+                    order.text = "Canceled: ReduceOnly order exceeded the position"
+                else:
+                    self._apply_events(state, state.book.amend(order.pk, state.ticks(order.price), state.lots(allowed)), batch)
+
+    # ---------- cancel and amend ----------
+
+    def apply_command(self, command: OrderCommand, batch: Batch, pending_orders: dict) -> None:
+        state = self.states[command.order.instrument_id]
+        order_pk = command.order_id
+        if order_pk in pending_orders:  # its order came in the same batch, after it: apply that first
+            row = pending_orders.pop(order_pk)
+            self.apply_new_order(state, LiveOrder.from_row(row), batch)
+            batch.applied.append(("order", order_pk))
+        order = state.orders.get(order_pk) or state.conditional.get(order_pk)
+        if order is None and command.order.ord_status == OrdStatus.PENDING_NEW and order_pk not in batch.orders:
+            # its order's entry is lost or late: the order goes first, as it was submitted first
+            self.apply_new_order(state, LiveOrder.from_row(command.order), batch)
+            order = state.orders.get(order_pk) or state.conditional.get(order_pk)
+        if order is None:
+            status = batch.orders[order_pk].ord_status if order_pk in batch.orders else command.order.ord_status
+            verb = "cancel" if command.kind == OrderCommand.Kind.CANCEL else "amend"
+            self._reject_command(state, command, batch, f"Unable to {verb} order due to existing state: {status}")
+            return
+        if command.kind == OrderCommand.Kind.CANCEL:
+            if order.pk in state.conditional:
+                self._close(state, order, batch, OrdStatus.CANCELED, CANCEL_TEXT[CR_USER])
+            else:
+                self._apply_events(state, state.book.cancel(order.pk), batch)
+            if command.text:
+                order.text = command.text
+        else:
+            self._amend(state, order, command, batch)
+        batch.commands[command.pk] = (OrderCommand.Status.DONE, "")
+
+    def _reject_command(self, state: SymbolState, command: OrderCommand, batch: Batch, reason: str) -> None:
+        if command.margin_delta:
+            batch.balance(command.order.account_id, state.asset)[1] -= command.margin_delta
+        batch.commands[command.pk] = (OrderCommand.Status.REJECTED, reason)
+
+    def _amend(self, state: SymbolState, order: LiveOrder, command: OrderCommand, batch: Batch) -> None:
+        order.margin_reserved += command.margin_delta
+        if command.new_stop_px is not None:
+            order.stop_px = command.new_stop_px
+        if command.text:
+            order.text = command.text
+        batch.orders[order.pk] = order
+        if order.pk in state.conditional:
+            if command.new_price is not None:
+                order.price = command.new_price
+            if command.new_leaves_qty is not None:
+                order.leaves_qty = command.new_leaves_qty
+                order.order_qty = order.cum_qty + order.leaves_qty
+            self._cap_margin(state, order, command, batch)
+            self._check_triggers(state, batch)
+            return
+        price = command.new_price if command.new_price is not None else order.price
+        leaves = command.new_leaves_qty if command.new_leaves_qty is not None else order.leaves_qty
+        try:
+            events = state.book.amend(order.pk, state.ticks(price), state.lots(leaves))
+        except (ValueError, KeyError) as error:
+            order.margin_reserved -= command.margin_delta
+            self._reject_command(state, command, batch, f"Invalid amend: {error}")
+            return
+        self._cap_margin(state, order, command, batch)
+        self._apply_events(state, events, batch)
+        self._after_trades(state, batch)
+
+    def _cap_margin(self, state: SymbolState, order: LiveOrder, command: OrderCommand, batch: Batch) -> None:
+        if command.new_margin is not None and order.margin_reserved > command.new_margin:
+            self._release_margin(state, order, order.margin_reserved - command.new_margin, batch)
+
+
+def _pack(values: list[int]) -> bytes:
+    from array import array
+
+    return array("q", values).tobytes()

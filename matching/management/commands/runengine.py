@@ -1,0 +1,22 @@
+import logging
+import signal
+
+from django.core.management.base import BaseCommand
+
+from matching.engine import Engine
+
+
+class Command(BaseCommand):
+    help = "Runs the matching engine for the given symbols (all instruments by default)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--symbols", nargs="*", help="symbols this engine owns; each symbol has one engine")
+        parser.add_argument("--batch-size", type=int, default=500)
+
+    def handle(self, *args, symbols=None, batch_size=500, **options):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
+        stopping = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stopping.append(True))
+        name = "engine:" + ",".join(sorted(symbols)) if symbols else "engine"
+        Engine(symbols=symbols, consumer=name, batch_size=batch_size).run(stop=lambda: bool(stopping))

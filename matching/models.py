@@ -1,0 +1,236 @@
+"""Instruments, orders, executions and positions.
+
+The engine process is the only writer of an order's match state (status, leaves, cum, fills),
+of executions and of positions; the web process only creates orders as `Pending` and queues
+cancel/amend requests as `OrderCommand` rows.
+"""
+import uuid
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import MONEY, Account, Asset
+from matching.contracts import ContractTerms
+
+PRICE = {"max_digits": 30, "decimal_places": 10}
+
+
+class Instrument(models.Model):
+    """A perpetual swap, with BitMEX's field names in the API."""
+
+    symbol = models.CharField(max_length=20, unique=True)
+    root_symbol = models.CharField(max_length=10)
+    typ = models.CharField(max_length=6, default="FFWCSX")  # perpetual swap
+    state = models.CharField(max_length=10, default="Open")
+    underlying = models.CharField(max_length=10)
+    quote_currency = models.CharField(max_length=10)
+    position_currency = models.CharField(max_length=10, blank=True, default="")
+    settle_asset = models.ForeignKey(Asset, on_delete=models.PROTECT)
+    is_inverse = models.BooleanField(default=False)
+    is_quanto = models.BooleanField(default=False)
+    tick_size = models.DecimalField(**PRICE)
+    lot_size = models.BigIntegerField()
+    # BitMEX's raw multipliers, published as they are; contract_size is what our arithmetic uses
+    multiplier = models.BigIntegerField()
+    underlying_to_position_multiplier = models.BigIntegerField(null=True, blank=True)
+    underlying_to_settle_multiplier = models.BigIntegerField(null=True, blank=True)
+    quote_to_settle_multiplier = models.BigIntegerField(null=True, blank=True)
+    contract_size = models.DecimalField(**PRICE)
+    init_margin = models.DecimalField(max_digits=10, decimal_places=6)
+    maint_margin = models.DecimalField(max_digits=10, decimal_places=6)
+    maker_fee = models.DecimalField(max_digits=10, decimal_places=6)
+    taker_fee = models.DecimalField(max_digits=10, decimal_places=6)
+    max_order_qty = models.BigIntegerField()
+    max_price = models.DecimalField(**PRICE)
+    # kept current by the engine after every batch
+    last_price = models.DecimalField(**PRICE, null=True, blank=True)
+    bid_price = models.DecimalField(**PRICE, null=True, blank=True)
+    ask_price = models.DecimalField(**PRICE, null=True, blank=True)
+    mark_price = models.DecimalField(**PRICE, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return self.symbol
+
+    @property
+    def max_leverage(self) -> Decimal:
+        return (Decimal(1) / self.init_margin).quantize(Decimal(1))
+
+    @property
+    def terms(self) -> ContractTerms:
+        return ContractTerms(is_inverse=self.is_inverse, contract_size=self.contract_size,
+                             tick_size=self.tick_size, lot_size=self.lot_size,
+                             settle_places=Decimal(1).scaleb(-self.settle_asset.scale))
+
+
+class Side(models.TextChoices):
+    BUY = "Buy"
+    SELL = "Sell"
+
+
+class OrdType(models.TextChoices):
+    LIMIT = "Limit"
+    MARKET = "Market"
+    STOP = "Stop"  # stop-market
+    STOP_LIMIT = "StopLimit"
+    MARKET_IF_TOUCHED = "MarketIfTouched"  # take-profit market
+    LIMIT_IF_TOUCHED = "LimitIfTouched"  # take-profit limit
+
+
+class TimeInForce(models.TextChoices):
+    GOOD_TILL_CANCEL = "GoodTillCancel"
+    IMMEDIATE_OR_CANCEL = "ImmediateOrCancel"
+    FILL_OR_KILL = "FillOrKill"
+
+
+class OrdStatus(models.TextChoices):
+    PENDING_NEW = "PendingNew"  # stored, not yet applied by the engine
+    NEW = "New"
+    PARTIALLY_FILLED = "PartiallyFilled"
+    FILLED = "Filled"
+    CANCELED = "Canceled"
+    REJECTED = "Rejected"
+    UNTRIGGERED = "Untriggered"  # a conditional order waiting for its trigger price
+
+
+OPEN_STATUSES = (OrdStatus.PENDING_NEW, OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED, OrdStatus.UNTRIGGERED)
+
+
+class Order(models.Model):
+    id = models.BigAutoField(primary_key=True)  # also the order's id in the C book
+    order_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)  # BitMEX orderID
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
+    cl_ord_id = models.CharField(max_length=64, blank=True, default="")
+    side = models.CharField(max_length=4, choices=Side.choices)
+    ord_type = models.CharField(max_length=16, choices=OrdType.choices)
+    time_in_force = models.CharField(max_length=20, choices=TimeInForce.choices)
+    exec_inst = models.CharField(max_length=80, blank=True, default="")
+    price = models.DecimalField(**PRICE, null=True, blank=True)
+    stop_px = models.DecimalField(**PRICE, null=True, blank=True)
+    protect_price = models.DecimalField(**PRICE, null=True, blank=True)  # worst fill price of a market order
+    peg_price_type = models.CharField(max_length=20, blank=True, default="")
+    peg_offset_value = models.DecimalField(**PRICE, null=True, blank=True)
+    order_qty = models.BigIntegerField()
+    leaves_qty = models.BigIntegerField()
+    cum_qty = models.BigIntegerField(default=0)
+    avg_px = models.DecimalField(**PRICE, null=True, blank=True)
+    # fills' total value in the quote currency (qty * price), so avg_px stays exact
+    cum_notional = models.DecimalField(max_digits=40, decimal_places=10, default=Decimal(0))
+    ord_status = models.CharField(max_length=16, choices=OrdStatus.choices, default=OrdStatus.PENDING_NEW)
+    triggered = models.CharField(max_length=20, blank=True, default="")  # "StopOrderTriggered"
+    working_indicator = models.BooleanField(default=False)
+    ord_rej_reason = models.CharField(max_length=200, blank=True, default="")
+    text = models.CharField(max_length=200, blank=True, default="")
+    margin_reserved = models.DecimalField(**MONEY, default=Decimal(0))
+    # position in the book's time priority; the engine rebuilds books in this order
+    priority = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "cl_ord_id"], condition=~Q(cl_ord_id=""),
+                                    name="order_cl_ord_id_unique_per_account"),
+            models.CheckConstraint(condition=Q(order_qty__gte=0) & Q(leaves_qty__gte=0) & Q(cum_qty__gte=0),
+                                   name="order_quantities_not_negative"),
+        ]
+        indexes = [
+            models.Index(fields=["instrument", "ord_status"], condition=Q(ord_status__in=OPEN_STATUSES),
+                         name="order_open_by_instrument"),
+            models.Index(fields=["account", "-created_at"]),
+        ]
+
+    def __str__(self):
+        return f"{self.side} {self.order_qty} {self.instrument_id} @ {self.price} ({self.ord_status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.ord_status in OPEN_STATUSES
+
+    def has_exec_inst(self, name: str) -> bool:
+        return name in self.exec_inst.split(",")
+
+
+class OrderCommand(models.Model):
+    """A cancel or amend waiting for the engine; stored first, so no request is ever lost."""
+
+    class Kind(models.TextChoices):
+        CANCEL = "cancel"
+        AMEND = "amend"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DONE = "done"
+        REJECTED = "rejected"
+
+    id = models.BigAutoField(primary_key=True)
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="commands")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    new_order_qty = models.BigIntegerField(null=True, blank=True)
+    new_leaves_qty = models.BigIntegerField(null=True, blank=True)
+    new_price = models.DecimalField(**PRICE, null=True, blank=True)
+    new_stop_px = models.DecimalField(**PRICE, null=True, blank=True)
+    text = models.CharField(max_length=200, blank=True, default="")
+    reason = models.CharField(max_length=200, blank=True, default="")
+    # margin the request reserved beyond the order's own, and the order's total after the amend
+    margin_delta = models.DecimalField(**MONEY, default=Decimal(0))
+    new_margin = models.DecimalField(**MONEY, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status"], condition=Q(status="pending"), name="order_command_pending")]
+
+
+class Execution(models.Model):
+    class Liquidity(models.TextChoices):
+        ADDED = "AddedLiquidity"
+        REMOVED = "RemovedLiquidity"
+
+    id = models.BigAutoField(primary_key=True)
+    exec_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="executions")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="executions")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="executions")
+    trd_match_id = models.UUIDField(db_index=True)  # shared by the two sides of a trade
+    side = models.CharField(max_length=4, choices=Side.choices)
+    last_qty = models.BigIntegerField()
+    last_px = models.DecimalField(**PRICE)
+    exec_type = models.CharField(max_length=16, default="Trade")
+    last_liquidity_ind = models.CharField(max_length=20, choices=Liquidity.choices)
+    commission = models.DecimalField(max_digits=10, decimal_places=6)  # the fee rate
+    exec_comm = models.DecimalField(**MONEY)  # the fee, in the settlement asset
+    realized_pnl = models.DecimalField(**MONEY, default=Decimal(0))
+    # the order as it stood after this execution
+    leaves_qty = models.BigIntegerField()
+    cum_qty = models.BigIntegerField()
+    ord_status = models.CharField(max_length=16, choices=OrdStatus.choices)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "-id"]), models.Index(fields=["instrument", "-id"])]
+
+
+class Position(models.Model):
+    """One position per account and instrument (one-way mode)."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="positions")
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
+    current_qty = models.BigIntegerField(default=0)  # signed contracts: + long, - short
+    entry_value = models.DecimalField(max_digits=48, decimal_places=18, default=Decimal(0))
+    realized_pnl = models.DecimalField(**MONEY, default=Decimal(0))  # since the position was opened
+    cum_realized_pnl = models.DecimalField(**MONEY, default=Decimal(0))
+    leverage = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal(10))
+    cross_margin = models.BooleanField(default=True)
+    margin = models.DecimalField(**MONEY, default=Decimal(0))  # initial margin held for the position
+    opened_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "instrument"], name="position_unique"),
+            models.CheckConstraint(condition=Q(leverage__gt=0) & Q(margin__gte=0), name="position_leverage_positive"),
+        ]

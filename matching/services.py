@@ -1,0 +1,433 @@
+"""Writes of the trading core: instruments, order submission, amend, cancel, leverage.
+
+Orders are validated and their margin reserved here, in one transaction; the engine applies
+them after the commit (docs/ENGINE.md). Error messages follow BitMEX's, which clients match on.
+"""
+import uuid
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from accounts.models import Account, Asset, Balance
+from accounts.services import InsufficientBalance, lock_balances
+from accounts.selectors import available_balance
+from matching import contracts, streams
+from matching.models import (
+    OPEN_STATUSES, Instrument, Order, OrderCommand, OrdStatus, OrdType, Position, Side, TimeInForce,
+)
+
+EXEC_INSTS = {"ParticipateDoNotInitiate", "ReduceOnly", "Close", "LastPrice", "MarkPrice", "IndexPrice"}
+TRIGGER_INSTS = {"LastPrice", "MarkPrice", "IndexPrice"}
+CONDITIONAL_TYPES = {OrdType.STOP, OrdType.STOP_LIMIT, OrdType.MARKET_IF_TOUCHED, OrdType.LIMIT_IF_TOUCHED}
+LIMIT_TYPES = {OrdType.LIMIT, OrdType.STOP_LIMIT, OrdType.LIMIT_IF_TOUCHED}
+TRAILING_STOP_PEG = "TrailingStopPeg"
+MAX_CL_ORD_ID = 36
+
+
+class OrderRejected(ValueError):
+    """A request the exchange refuses; the message is shown to the client as it is."""
+
+
+DEFAULT_INSTRUMENTS = [
+    # BitMEX's XBTUSD: 1 USD contracts settled in XBT, inverse
+    dict(symbol="XBTUSD", root_symbol="XBT", underlying="XBT", quote_currency="USD", position_currency="USD",
+         settle_asset_id="XBT", is_inverse=True, tick_size=Decimal("0.5"), lot_size=100,
+         multiplier=-100_000_000, underlying_to_settle_multiplier=-100_000_000, contract_size=Decimal(1),
+         init_margin=Decimal("0.01"), maint_margin=Decimal("0.005"), maker_fee=Decimal("-0.0001"),
+         taker_fee=Decimal("0.00075"), max_order_qty=10_000_000, max_price=Decimal(1_000_000)),
+    # BitMEX's XBTUSDT: contracts of 0.000001 XBT settled in USDT, linear
+    dict(symbol="XBTUSDT", root_symbol="XBT", underlying="XBT", quote_currency="USDT", position_currency="XBT",
+         settle_asset_id="USDT", is_inverse=False, tick_size=Decimal("0.5"), lot_size=1000,
+         multiplier=1, underlying_to_position_multiplier=1_000_000, quote_to_settle_multiplier=1_000_000,
+         contract_size=Decimal("0.000001"), init_margin=Decimal("0.01"), maint_margin=Decimal("0.005"),
+         maker_fee=Decimal("-0.0001"), taker_fee=Decimal("0.00075"), max_order_qty=1_000_000_000,
+         max_price=Decimal(1_000_000)),
+    # ETHUSDT: contracts of 0.00001 ETH settled in USDT, linear
+    dict(symbol="ETHUSDT", root_symbol="ETH", underlying="ETH", quote_currency="USDT", position_currency="ETH",
+         settle_asset_id="USDT", is_inverse=False, tick_size=Decimal("0.05"), lot_size=1000,
+         multiplier=1, underlying_to_position_multiplier=100_000, quote_to_settle_multiplier=1_000_000,
+         contract_size=Decimal("0.00001"), init_margin=Decimal("0.02"), maint_margin=Decimal("0.01"),
+         maker_fee=Decimal("-0.0001"), taker_fee=Decimal("0.00075"), max_order_qty=1_000_000_000,
+         max_price=Decimal(100_000)),
+]
+
+
+def create_default_instruments() -> list[Instrument]:
+    instruments = []
+    for spec in DEFAULT_INSTRUMENTS:
+        fields = dict(spec)
+        instrument, _ = Instrument.objects.update_or_create(symbol=fields.pop("symbol"), defaults=fields)
+        instruments.append(instrument)
+    return instruments
+
+
+# ---------- validation ----------
+
+def _decimal(value, field: str) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise OrderRejected(f"Invalid {field}") from None
+    if not number.is_finite():
+        raise OrderRejected(f"Invalid {field}")
+    return number
+
+
+def _price(value, instrument: Instrument, field: str = "price") -> Decimal | None:
+    price = _decimal(value, field)
+    if price is None:
+        return None
+    if price <= 0 or price > instrument.max_price:
+        raise OrderRejected(f"Invalid {field}")
+    if price % instrument.tick_size:
+        raise OrderRejected(f"Invalid {field} tickSize: must be a multiple of {instrument.tick_size}")
+    return price
+
+
+def _qty(value, instrument: Instrument, field: str = "orderQty") -> int:
+    try:
+        qty = _decimal(value, field)
+    except OrderRejected:
+        raise OrderRejected("orderQty is invalid") from None
+    if qty is None or qty <= 0 or qty != qty.to_integral_value() or qty > instrument.max_order_qty:
+        raise OrderRejected("orderQty is invalid")
+    qty = int(qty)
+    if qty % instrument.lot_size:
+        raise OrderRejected(f"orderQty is invalid: must be a multiple of lotSize {instrument.lot_size}")
+    return qty
+
+
+def _exec_inst(value: str, ord_type: str) -> str:
+    names = [n.strip() for n in (value or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in EXEC_INSTS]
+    if unknown:
+        raise OrderRejected(f"Invalid execInst: {','.join(unknown)}")
+    if len(set(names) & TRIGGER_INSTS) > 1:
+        raise OrderRejected("Invalid execInst: choose one of LastPrice, MarkPrice, IndexPrice")
+    if set(names) & TRIGGER_INSTS and ord_type not in CONDITIONAL_TYPES:
+        raise OrderRejected(f"Invalid execInst: a trigger price applies to conditional orders, not {ord_type}")
+    if "ParticipateDoNotInitiate" in names and ord_type not in LIMIT_TYPES:
+        raise OrderRejected("Invalid execInst: ParticipateDoNotInitiate needs a limit price")
+    return ",".join(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    instrument: Instrument
+    side: str
+    ord_type: str
+    order_qty: int  # 0: Close the whole position
+    price: Decimal | None
+    stop_px: Decimal | None
+    time_in_force: str
+    exec_inst: str
+    peg_price_type: str
+    peg_offset_value: Decimal | None
+
+    @property
+    def reduce_only(self) -> bool:
+        return bool({"ReduceOnly", "Close"} & set(self.exec_inst.split(",")))
+
+
+def validate_order(*, symbol: str, side: str, order_qty, ord_type: str | None, price=None, stop_px=None,
+                   time_in_force: str | None = None, exec_inst: str = "", peg_price_type: str = "",
+                   peg_offset_value=None) -> OrderRequest:
+    instrument = Instrument.objects.select_related("settle_asset").filter(symbol=symbol).first()
+    if instrument is None:
+        raise OrderRejected(f"Invalid symbol: {symbol}")
+    if instrument.state != "Open":
+        raise OrderRejected(f"Instrument {symbol} is not open for trading")
+    if side not in Side.values:
+        raise OrderRejected("Invalid side: must be Buy or Sell")
+    if peg_price_type and peg_price_type != TRAILING_STOP_PEG:
+        raise OrderRejected("Invalid pegPriceType: only TrailingStopPeg is supported")
+    price_given = price not in (None, "")
+    stop_given = stop_px not in (None, "") or peg_price_type
+    if not ord_type:  # BitMEX infers the type from the prices given
+        ord_type = {(False, False): OrdType.MARKET, (True, False): OrdType.LIMIT,
+                    (False, True): OrdType.STOP, (True, True): OrdType.STOP_LIMIT}[(price_given, bool(stop_given))]
+    if ord_type not in OrdType.values:
+        raise OrderRejected(f"Invalid ordType: {ord_type}")
+    exec_inst = _exec_inst(exec_inst, ord_type)
+    closing = "Close" in exec_inst.split(",")
+    qty = 0 if closing and order_qty in (None, "", 0) else _qty(order_qty, instrument)
+    price = _price(price, instrument)
+    if ord_type in LIMIT_TYPES and price is None:
+        raise OrderRejected("Invalid price")
+    if ord_type not in LIMIT_TYPES and price is not None:
+        raise OrderRejected(f"Invalid price: a {ord_type} order takes no price")
+    offset = None
+    if peg_price_type:
+        if ord_type not in (OrdType.STOP, OrdType.STOP_LIMIT):
+            raise OrderRejected("Invalid pegPriceType: a trailing stop is a Stop or StopLimit order")
+        offset = _decimal(peg_offset_value, "pegOffsetValue")
+        if offset is None or offset == 0 or offset % instrument.tick_size:
+            raise OrderRejected("Invalid pegOffsetValue")
+        if (side == Side.SELL) != (offset < 0):
+            raise OrderRejected("Invalid pegOffsetValue: a sell trails below the price (negative), a buy above")
+        reference = instrument.last_price or instrument.mark_price
+        if reference is None:
+            raise OrderRejected("Invalid pegOffsetValue: no last price to trail yet")
+        stop = reference + offset
+        if stop <= 0:
+            raise OrderRejected("Invalid pegOffsetValue")
+        stop_px = stop
+    stop = _price(stop_px, instrument, "stopPx")
+    if ord_type in CONDITIONAL_TYPES and stop is None:
+        raise OrderRejected("Invalid stopPx for ordType")
+    if ord_type not in CONDITIONAL_TYPES and stop is not None:
+        raise OrderRejected("Invalid stopPx for ordType")
+    default_tif = TimeInForce.GOOD_TILL_CANCEL if ord_type in LIMIT_TYPES else TimeInForce.IMMEDIATE_OR_CANCEL
+    time_in_force = time_in_force or default_tif
+    if time_in_force not in TimeInForce.values:
+        raise OrderRejected(f"Invalid timeInForce: {time_in_force}")
+    if ord_type not in LIMIT_TYPES and time_in_force == TimeInForce.GOOD_TILL_CANCEL:
+        time_in_force = TimeInForce.IMMEDIATE_OR_CANCEL  # a market order never rests
+    if "ParticipateDoNotInitiate" in exec_inst and time_in_force != TimeInForce.GOOD_TILL_CANCEL:
+        raise OrderRejected("Invalid execInst: ParticipateDoNotInitiate needs timeInForce GoodTillCancel")
+    return OrderRequest(instrument, side, ord_type, qty, price, stop, time_in_force, exec_inst,
+                        peg_price_type or "", offset)
+
+
+# ---------- margin ----------
+
+def market_protection_price(instrument: Instrument, side: str, reference: Decimal | None = None) -> Decimal:
+    """The worst price a market order may fill at: the reference price moved by the protection band."""
+    if reference is None:
+        reference = (instrument.ask_price if side == Side.BUY else instrument.bid_price) or instrument.last_price
+    if reference is None:
+        raise OrderRejected("Market order rejected: there is no market price yet")
+    band = Decimal(1) + (settings.MARKET_PROTECTION if side == Side.BUY else -settings.MARKET_PROTECTION)
+    ticks = (reference * band / instrument.tick_size).to_integral_value(ROUND_CEILING if side == Side.BUY else ROUND_FLOOR)
+    return max(ticks, 1) * instrument.tick_size
+
+
+def margin_price(request: OrderRequest) -> Decimal:
+    """The price margin is reserved at: the limit price, or the worst price a market fill may get."""
+    if request.price is not None:
+        return request.price
+    if request.stop_px is not None:
+        return market_protection_price(request.instrument, request.side, request.stop_px)
+    return market_protection_price(request.instrument, request.side)
+
+
+def opening_qty(position_qty: int, side: str, qty: int) -> int:
+    """The part of an order that opens or adds to a position; the rest only reduces it."""
+    reducible = -position_qty if side == Side.BUY else position_qty
+    return max(qty - max(reducible, 0), 0)
+
+
+def order_margin(*, instrument: Instrument, side: str, qty: int, price: Decimal, leverage: Decimal,
+                 position_qty: int) -> Decimal:
+    """Initial margin of the opening part plus the taker fee on the whole order."""
+    terms = instrument.terms
+    opening = opening_qty(position_qty, side, qty)
+    margin = contracts.initial_margin(opening, price, leverage, terms) if opening else Decimal(0)
+    fee = contracts.fee(qty, price, max(instrument.taker_fee, Decimal(0)), terms)
+    return margin + max(fee, Decimal(0))
+
+
+def position_for(account: Account, instrument: Instrument) -> Position:
+    position = Position.objects.filter(account=account, instrument=instrument).first()
+    if position is None:
+        default = min(settings.DEFAULT_LEVERAGE, instrument.max_leverage)
+        Position.objects.bulk_create([Position(account=account, instrument=instrument, leverage=default)],
+                                     ignore_conflicts=True)
+        position = Position.objects.get(account=account, instrument=instrument)
+    return position
+
+
+def _reserve(balance: Balance, amount: Decimal) -> None:
+    if amount <= 0:
+        return
+    available = available_balance(balance)
+    if amount > available:
+        asset: Asset = balance.asset
+        raise InsufficientBalance(f"{amount} {asset.code} required, {available} available")
+    balance.order_margin += amount
+    balance.save(update_fields=["order_margin"])
+
+
+# ---------- orders ----------
+
+def submit_order(*, account: Account, symbol: str, side: str, order_qty=None, ord_type: str | None = None,
+                 price=None, stop_px=None, time_in_force: str | None = None, exec_inst: str = "",
+                 cl_ord_id: str = "", peg_price_type: str = "", peg_offset_value=None, text: str = "",
+                 wait: float | None = None) -> Order:
+    """Validate, reserve margin and queue the order for the engine.
+
+    A repeated cl_ord_id returns the first order. With `wait`, returns the order as the engine
+    left it, or as PendingNew if the engine did not answer in time."""
+    cl_ord_id = (cl_ord_id or "").strip()
+    if len(cl_ord_id) > MAX_CL_ORD_ID:
+        raise OrderRejected(f"Invalid clOrdID: at most {MAX_CL_ORD_ID} characters")
+    if cl_ord_id and (existing := Order.objects.filter(account=account, cl_ord_id=cl_ord_id).first()):
+        return existing
+    request = validate_order(symbol=symbol, side=side, order_qty=order_qty, ord_type=ord_type, price=price,
+                             stop_px=stop_px, time_in_force=time_in_force, exec_inst=exec_inst,
+                             peg_price_type=peg_price_type, peg_offset_value=peg_offset_value)
+    try:
+        order = _store_order(account, request, cl_ord_id, text)
+    except IntegrityError:
+        if cl_ord_id and (existing := Order.objects.filter(account=account, cl_ord_id=cl_ord_id).first()):
+            return existing  # the same request raced with itself
+        raise
+    return _after_queueing(order, "order", order.pk, wait)
+
+
+@transaction.atomic
+def _store_order(account: Account, request: OrderRequest, cl_ord_id: str, text: str) -> Order:
+    instrument = request.instrument
+    reserved = Decimal(0)
+    protect = None
+    if request.ord_type == OrdType.MARKET:
+        protect = market_protection_price(instrument, request.side)
+    if not request.reduce_only:
+        position = position_for(account, instrument)
+        reserved = order_margin(instrument=instrument, side=request.side, qty=request.order_qty,
+                                price=protect or margin_price(request), leverage=position.leverage,
+                                position_qty=position.current_qty)
+        balance = lock_balances([(account.pk, instrument.settle_asset_id)])[(account.pk, instrument.settle_asset_id)]
+        _reserve(balance, reserved)
+    order = Order.objects.create(
+        account=account, instrument=instrument, cl_ord_id=cl_ord_id, side=request.side,
+        ord_type=request.ord_type, time_in_force=request.time_in_force, exec_inst=request.exec_inst,
+        price=request.price, stop_px=request.stop_px, protect_price=protect,
+        peg_price_type=request.peg_price_type, peg_offset_value=request.peg_offset_value,
+        order_qty=request.order_qty, leaves_qty=request.order_qty, margin_reserved=reserved, text=text[:200])
+    transaction.on_commit(lambda: streams.send_commands(instrument.symbol, [("order", order.pk)]))
+    return order
+
+
+def _after_queueing(order: Order, kind: str, pk: int, wait: float | None) -> Order:
+    timeout = settings.ENGINE_REPLY_TIMEOUT if wait is None else wait
+    streams.wait_for_engine(kind, pk, timeout)
+    order.refresh_from_db()
+    return order
+
+
+def find_order(*, account: Account, order_id=None, cl_ord_id: str | None = None) -> Order:
+    orders = Order.objects.select_related("instrument", "instrument__settle_asset").filter(account=account)
+    if order_id:
+        try:
+            order = orders.filter(order_id=uuid.UUID(str(order_id))).first()
+        except ValueError:
+            raise OrderRejected(f"Invalid orderID: {order_id}") from None
+    elif cl_ord_id:
+        order = orders.filter(cl_ord_id=cl_ord_id).first()
+    else:
+        raise OrderRejected("orderID or clOrdID is required")
+    if order is None:
+        raise OrderRejected("Not Found: no such order")
+    return order
+
+
+def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=None, price=None, stop_px=None,
+                text: str = "", wait: float | None = None) -> Order:
+    """Queues an amend: a smaller quantity keeps time priority, a new price or larger size does not."""
+    instrument = order.instrument
+    with transaction.atomic():
+        order = Order.objects.select_for_update(no_key=True).select_related("instrument").get(pk=order.pk)
+        if order.ord_status not in OPEN_STATUSES:
+            raise OrderRejected(f"Unable to amend order due to existing state: {order.ord_status}")
+        if order_qty not in (None, "") and leaves_qty not in (None, ""):
+            raise OrderRejected("Give orderQty or leavesQty, not both")
+        new_price = _price(price, instrument)
+        if new_price is not None and order.ord_type not in LIMIT_TYPES:
+            raise OrderRejected(f"Invalid price: a {order.ord_type} order takes no price")
+        new_stop = _price(stop_px, instrument, "stopPx")
+        if new_stop is not None and order.ord_type not in CONDITIONAL_TYPES:
+            raise OrderRejected("Invalid stopPx for ordType")
+        new_leaves = None
+        new_order_qty = None
+        if order_qty not in (None, ""):
+            new_order_qty = _qty(order_qty, instrument)
+            new_leaves = new_order_qty - order.cum_qty
+        elif leaves_qty not in (None, ""):
+            new_leaves = _qty(leaves_qty, instrument, "leavesQty")
+            new_order_qty = order.cum_qty + new_leaves
+        if new_leaves is not None and new_leaves <= 0:
+            raise OrderRejected("orderQty is invalid: it must exceed the filled quantity")
+        if new_price is None and new_stop is None and new_leaves is None:
+            raise OrderRejected("Nothing to amend: give price, stopPx, orderQty or leavesQty")
+        delta, new_margin = Decimal(0), None
+        if not (order.has_exec_inst("ReduceOnly") or order.has_exec_inst("Close")):
+            position = position_for(account, instrument)
+            trigger = new_stop or order.stop_px
+            reference = new_price or order.price or (
+                market_protection_price(instrument, order.side, trigger) if trigger else order.protect_price)
+            new_margin = order_margin(instrument=instrument, side=order.side,
+                                      qty=new_leaves if new_leaves is not None else order.leaves_qty,
+                                      price=reference, leverage=position.leverage, position_qty=position.current_qty)
+            delta = max(new_margin - order.margin_reserved, Decimal(0))
+            key = (account.pk, instrument.settle_asset_id)
+            _reserve(lock_balances([key])[key], delta)
+        command = OrderCommand.objects.create(order=order, kind=OrderCommand.Kind.AMEND, new_price=new_price,
+                                              new_stop_px=new_stop, new_order_qty=new_order_qty,
+                                              new_leaves_qty=new_leaves, margin_delta=delta,
+                                              new_margin=new_margin, text=text[:200])
+        transaction.on_commit(lambda: streams.send_commands(instrument.symbol, [("command", command.pk)]))
+    return _after_queueing(order, "command", command.pk, wait)
+
+
+def cancel_orders(*, account: Account, orders: list[Order], text: str = "", wait: float | None = None) -> list[Order]:
+    """Queues cancels of the open ones among orders; the others come back as they are."""
+    open_orders = [o for o in orders if o.ord_status in OPEN_STATUSES]
+    commands = OrderCommand.objects.bulk_create(
+        OrderCommand(order=o, kind=OrderCommand.Kind.CANCEL, text=text[:200]) for o in open_orders)
+    by_symbol: dict[str, list[tuple[str, int]]] = {}
+    for order, command in zip(open_orders, commands):
+        by_symbol.setdefault(order.instrument.symbol, []).append(("command", command.pk))
+    for symbol, entries in by_symbol.items():
+        streams.send_commands(symbol, entries)
+    if commands:
+        timeout = settings.ENGINE_REPLY_TIMEOUT if wait is None else wait
+        streams.wait_for_engine("command", commands[-1].pk, timeout)
+    fresh = {o.pk: o for o in Order.objects.select_related("instrument").filter(pk__in=[o.pk for o in orders])}
+    return [fresh[o.pk] for o in orders]
+
+
+def cancel_all_orders(*, account: Account, symbol: str | None = None, text: str = "",
+                      wait: float | None = None) -> list[Order]:
+    orders = Order.objects.select_related("instrument").filter(account=account, ord_status__in=OPEN_STATUSES)
+    if symbol:
+        orders = orders.filter(instrument__symbol=symbol)
+    return cancel_orders(account=account, orders=list(orders.order_by("pk")), text=text, wait=wait)
+
+
+@transaction.atomic
+def set_leverage(*, account: Account, symbol: str, leverage, cross_margin: bool | None = None) -> Position:
+    """Changes a position's leverage; an open position's margin is recomputed and must be available."""
+    instrument = Instrument.objects.select_related("settle_asset").filter(symbol=symbol).first()
+    if instrument is None:
+        raise OrderRejected(f"Invalid symbol: {symbol}")
+    value = _decimal(leverage, "leverage")
+    if value is None or value < 0 or value > instrument.max_leverage:
+        raise OrderRejected(f"Invalid leverage: must be between 0.01 and {instrument.max_leverage}")
+    position_for(account, instrument)
+    position = Position.objects.select_for_update(no_key=True).get(account=account, instrument=instrument)
+    if value == 0:  # BitMEX: leverage 0 means cross margin at the instrument's maximum
+        cross_margin, value = True, instrument.max_leverage
+    if value < Decimal("0.01"):
+        raise OrderRejected("Invalid leverage: must be between 0.01 and " f"{instrument.max_leverage}")
+    position.leverage = value.quantize(Decimal("0.01"))
+    if cross_margin is not None:
+        position.cross_margin = cross_margin
+    if position.current_qty:
+        terms = instrument.terms
+        entry = contracts.avg_entry_price(position.current_qty, position.entry_value, terms)
+        new_margin = contracts.initial_margin(position.current_qty, entry, position.leverage, terms)
+        key = (account.pk, instrument.settle_asset_id)
+        balance = lock_balances([key])[key]
+        extra = new_margin - position.margin
+        if extra > 0 and extra > available_balance(balance):
+            raise InsufficientBalance(f"{extra} {instrument.settle_asset_id} more margin needed")
+        balance.position_margin += extra
+        balance.save(update_fields=["position_margin"])
+        position.margin = new_margin
+    position.save(update_fields=["leverage", "cross_margin", "margin", "updated_at"])
+    return position

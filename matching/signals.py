@@ -1,0 +1,5 @@
+"""Signals the engine sends after a batch is committed (websocket tables, the copy-trading fan-out)."""
+from django.dispatch import Signal
+
+# kwargs: batch (matching.engine.Batch, its executions saved with their ids), engine
+batch_committed = Signal()

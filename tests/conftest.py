@@ -1,0 +1,83 @@
+"""Fixtures shared by all tests. The database comes from pytest-django (`db`, `django_db`)."""
+import pytest
+import redis
+from django.conf import settings
+
+# The tests own this Redis database number; the application's data stays in the one of REDIS_URL.
+TEST_REDIS_DB = 15
+
+
+@pytest.fixture
+def redis_client():
+    """A client of the Redis in REDIS_URL on the tests' own database, empty at the start of the test."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.connection_pool.connection_kwargs["db"] = TEST_REDIS_DB  # before any connection is made
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+# ---------- trading ----------
+
+@pytest.fixture
+def books_balance(db):
+    """Checks after the test that the ledger balances and every margin adds up (check_ledger)."""
+    yield
+    from accounts.selectors import ledger_problems
+    from matching.selectors import margin_problems
+
+    assert ledger_problems() + margin_problems() == []
+
+
+@pytest.fixture
+def engine_streams(settings):
+    """Streams of the test's own, deleted afterwards; requests do not wait for an engine."""
+    import uuid
+
+    from matching import streams
+
+    settings.ENGINE_STREAM_PREFIX = f"test-engine-{uuid.uuid4().hex[:10]}"
+    settings.ENGINE_REPLY_TIMEOUT = 0
+    yield settings.ENGINE_STREAM_PREFIX
+    client = streams.client()
+    keys = list(client.scan_iter(f"{settings.ENGINE_STREAM_PREFIX}:*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def engine(db, engine_streams, books_balance):
+    """An engine in this process; `settle(engine)` applies everything stored so far."""
+    from matching.engine import Engine
+
+    engine = Engine()
+    engine.rebuild()
+    return engine
+
+
+def settle(engine) -> None:
+    while engine.apply_stored():
+        pass
+
+
+@pytest.fixture
+def make_trader(db, books_balance):
+    """make_trader(usdt="100000", xbt="1") -> a new user's main account, funded through the faucet."""
+    from decimal import Decimal
+
+    from django.contrib.auth.models import User
+
+    from accounts.services import deposit, main_account
+
+    counter = iter(range(1, 10**6))
+
+    def make(usdt="100000", xbt="1", name=None):
+        user = User.objects.create_user(name or f"trader{next(counter)}", password="pw-for-tests")
+        account = main_account(user)
+        for asset, amount in (("USDT", usdt), ("XBT", xbt)):
+            if Decimal(amount):
+                deposit(account=account, asset=asset, amount=Decimal(amount))
+        return account
+
+    return make

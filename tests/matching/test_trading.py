@@ -1,0 +1,310 @@
+"""The trading core end to end in one process: submit through services, apply with the engine,
+read orders, executions, positions and balances. Every test ends with check_ledger clean."""
+from decimal import Decimal as D
+
+import pytest
+
+from accounts.models import Balance, LedgerEntry
+from accounts.services import InsufficientBalance
+from matching import services
+from matching.models import Execution, Order, OrdStatus, Position
+from matching.services import OrderRejected
+from tests.conftest import settle
+
+pytestmark = pytest.mark.django_db
+
+LIN = "XBTUSDT"  # lot 1000 contracts of 0.000001 XBT, tick 0.5, settled in USDT
+INV = "XBTUSD"  # lot 100 contracts of 1 USD, tick 0.5, settled in XBT
+
+
+def submit(account, **kwargs):
+    kwargs.setdefault("symbol", LIN)
+    return services.submit_order(account=account, **kwargs)
+
+
+def fresh(order):
+    order.refresh_from_db()
+    return order
+
+
+def position(account, symbol=LIN):
+    return Position.objects.get(account=account, instrument__symbol=symbol)
+
+
+def balance(account, asset="USDT"):
+    return Balance.objects.get(account=account, asset_id=asset)
+
+
+def test_limit_orders_match_at_the_makers_price_with_maker_and_taker_fees(engine, make_trader):
+    maker, taker = make_trader(), make_trader()
+    ask = submit(maker, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    bid = submit(taker, side="Buy", order_qty=400_000, price="50100")
+    settle(engine)
+    assert (fresh(ask).ord_status, ask.leaves_qty, ask.cum_qty) == (OrdStatus.PARTIALLY_FILLED, 600_000, 400_000)
+    assert (fresh(bid).ord_status, bid.cum_qty, bid.avg_px) == (OrdStatus.FILLED, 400_000, D(50000))
+    # 0.4 XBT at 50,000 = 20,000 USDT: taker pays 0.075% (15), maker earns 0.01% (2)
+    assert balance(taker).amount == D("100000") - D("15")
+    assert balance(maker).amount == D("100000") + D("2")
+    assert position(taker).current_qty == 400_000 and position(maker).current_qty == -400_000
+    taker_exec, maker_exec = (Execution.objects.get(order=bid), Execution.objects.get(order=ask))
+    assert taker_exec.trd_match_id == maker_exec.trd_match_id
+    assert (taker_exec.last_liquidity_ind, maker_exec.last_liquidity_ind) == ("RemovedLiquidity", "AddedLiquidity")
+    assert taker_exec.exec_comm == D("15") and maker_exec.exec_comm == D("-2")
+
+
+def test_closing_realizes_pnl_as_a_ledger_entry(engine, make_trader):
+    a, b = make_trader(), make_trader()
+    submit(a, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    submit(b, side="Buy", order_qty=1_000_000, price="50000")
+    submit(a, side="Buy", order_qty=1_000_000, price="51000")
+    settle(engine)
+    submit(b, side="Sell", order_qty=1_000_000, ord_type="Market", exec_inst="ReduceOnly")
+    settle(engine)
+    assert position(b).current_qty == 0
+    assert position(b).cum_realized_pnl == D("1000")  # bought 1 XBT at 50,000, sold at 51,000
+    pnl = LedgerEntry.objects.filter(account=b, transaction__kind="realized_pnl")
+    assert sum(e.amount for e in pnl) == D("1000")
+    assert position(b).margin == 0 and balance(b).position_margin == 0
+
+
+def test_inverse_contract_pnl_is_paid_in_xbt(engine, make_trader):
+    a, b = make_trader(), make_trader()
+    submit(a, symbol=INV, side="Sell", order_qty=1000, price="50000")
+    settle(engine)
+    submit(b, symbol=INV, side="Buy", order_qty=1000, price="50000")
+    settle(engine)
+    submit(a, symbol=INV, side="Buy", order_qty=1000, price="55000")
+    settle(engine)
+    submit(b, symbol=INV, side="Sell", order_qty=1000, price="55000")
+    settle(engine)
+    long = position(b, INV)
+    assert long.current_qty == 0
+    assert long.cum_realized_pnl == D("0.00181818")  # 1000 * (1/50000 - 1/55000) XBT
+
+
+def test_market_order_fills_within_its_protection_band_and_cancels_the_rest(engine, make_trader, settings):
+    maker, taker = make_trader(), make_trader()
+    submit(maker, side="Sell", order_qty=1_000_000, price="50000")
+    submit(maker, side="Sell", order_qty=1_000_000, price="60000")  # beyond 5% above the ask
+    settle(engine)
+    market = submit(taker, side="Buy", order_qty=1_500_000, ord_type="Market")
+    assert market.protect_price == D("52500")
+    settle(engine)
+    fresh(market)
+    assert (market.ord_status, market.cum_qty, market.leaves_qty) == (OrdStatus.CANCELED, 1_000_000, 0)
+    assert market.margin_reserved == 0 and balance(taker).order_margin == 0
+
+
+def test_immediate_or_cancel_keeps_what_filled_and_fill_or_kill_fills_all_or_nothing(engine, make_trader):
+    maker, taker = make_trader(), make_trader()
+    submit(maker, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    fok = submit(taker, side="Buy", order_qty=2_000_000, price="50000", time_in_force="FillOrKill")
+    ioc = submit(taker, side="Buy", order_qty=2_000_000, price="50000", time_in_force="ImmediateOrCancel")
+    settle(engine)
+    assert (fresh(fok).ord_status, fok.cum_qty) == (OrdStatus.CANCELED, 0)
+    assert "FillOrKill" in fok.text
+    assert (fresh(ioc).ord_status, ioc.cum_qty, ioc.leaves_qty) == (OrdStatus.CANCELED, 1_000_000, 0)
+
+
+def test_post_only_order_that_would_take_is_canceled(engine, make_trader):
+    maker, taker = make_trader(), make_trader()
+    submit(maker, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    crossing = submit(taker, side="Buy", order_qty=1_000_000, price="50000", exec_inst="ParticipateDoNotInitiate")
+    resting = submit(taker, side="Buy", order_qty=1_000_000, price="49999.5", exec_inst="ParticipateDoNotInitiate")
+    settle(engine)
+    assert fresh(crossing).ord_status == OrdStatus.CANCELED and "ParticipateDoNotInitiate" in crossing.text
+    assert fresh(resting).ord_status == OrdStatus.NEW and resting.working_indicator
+
+
+def test_stop_market_triggers_once_when_the_last_price_crosses_it(engine, make_trader):
+    a, b, c = make_trader(), make_trader(), make_trader()
+    stop = submit(c, side="Buy", order_qty=1_000_000, ord_type="Stop", stop_px="50500")
+    settle(engine)
+    assert fresh(stop).ord_status == OrdStatus.UNTRIGGERED
+    submit(a, side="Sell", order_qty=3_000_000, price="50500")
+    submit(a, side="Sell", order_qty=3_000_000, price="50000")
+    settle(engine)
+    submit(b, side="Buy", order_qty=1_000_000, price="50000")  # last 50,000: below the stop
+    settle(engine)
+    assert fresh(stop).ord_status == OrdStatus.UNTRIGGERED
+    submit(b, side="Buy", order_qty=3_000_000, price="50500")  # sweeps 50,000 then trades at 50,500
+    settle(engine)
+    fresh(stop)
+    assert stop.triggered == "StopOrderTriggered" and stop.ord_status == OrdStatus.FILLED
+    assert stop.avg_px == D(50500)
+    assert Execution.objects.filter(order=stop).count() == 1
+    submit(b, side="Buy", order_qty=1_000_000, price="50500")
+    settle(engine)
+    assert Execution.objects.filter(order=stop).count() == 1  # only once
+
+
+def test_stop_orders_trigger_in_the_order_the_price_crossed_them(engine, make_trader):
+    a, b, c = make_trader(), make_trader(), make_trader()
+    far = submit(c, side="Sell", order_qty=1_000_000, ord_type="StopLimit", stop_px="48000", price="40000")
+    near = submit(c, side="Sell", order_qty=1_000_000, ord_type="StopLimit", stop_px="49000", price="40000")
+    submit(a, side="Buy", order_qty=1_000_000, price="50000")
+    submit(a, side="Buy", order_qty=1_000_000, price="47000")
+    submit(a, side="Buy", order_qty=1_000_000, price="46000")
+    settle(engine)
+    submit(b, side="Sell", order_qty=2_000_000, price="47000")  # last trades at 50,000 then 47,000
+    settle(engine)
+    # the 49,000 stop was crossed first: it takes the best bid left (46,000 after b took 47,000)
+    assert fresh(near).ord_status == OrdStatus.FILLED and near.avg_px == D(46000)
+    assert fresh(far).ord_status == OrdStatus.NEW and far.triggered == "StopOrderTriggered"
+
+
+def test_take_profit_limit_if_touched_triggers_when_the_price_comes_to_it(engine, make_trader):
+    a, b, c = make_trader(), make_trader(), make_trader()
+    take_profit = submit(c, side="Sell", order_qty=1_000_000, ord_type="LimitIfTouched", stop_px="51000",
+                         price="51000")
+    submit(a, side="Sell", order_qty=1_000_000, price="51000")
+    settle(engine)
+    assert fresh(take_profit).ord_status == OrdStatus.UNTRIGGERED
+    submit(b, side="Buy", order_qty=1_000_000, price="51000")
+    settle(engine)
+    assert fresh(take_profit).ord_status == OrdStatus.NEW and take_profit.triggered
+
+
+def test_trailing_stop_follows_the_price_up_and_never_back(engine, make_trader):
+    a, b, c = make_trader(), make_trader(), make_trader()
+    submit(a, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    submit(b, side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    trail = submit(c, side="Sell", order_qty=1_000_000, ord_type="Stop", peg_price_type="TrailingStopPeg",
+                   peg_offset_value="-1000")
+    assert trail.stop_px == D(49000)
+    for price in ("52000", "51500"):
+        submit(a, side="Sell", order_qty=1_000_000, price=price)
+        settle(engine)
+        submit(b, side="Buy", order_qty=1_000_000, price=price)
+        settle(engine)
+    assert fresh(trail).stop_px == D(51000) and trail.ord_status == OrdStatus.UNTRIGGERED
+
+
+def test_reduce_only_is_cut_to_the_position_and_canceled_without_one(engine, make_trader):
+    a, b = make_trader(), make_trader()
+    nothing = submit(b, side="Sell", order_qty=1_000_000, price="60000", exec_inst="ReduceOnly")
+    settle(engine)
+    assert fresh(nothing).ord_status == OrdStatus.CANCELED
+    submit(a, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    submit(b, side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    too_big = submit(b, side="Sell", order_qty=3_000_000, price="60000", exec_inst="ReduceOnly")
+    settle(engine)
+    assert (fresh(too_big).ord_status, too_big.leaves_qty, too_big.margin_reserved) == (OrdStatus.NEW, 1_000_000, 0)
+
+
+def test_close_order_closes_the_whole_position(engine, make_trader):
+    a, b = make_trader(), make_trader()
+    submit(a, side="Sell", order_qty=2_000_000, price="50000")
+    settle(engine)
+    submit(b, side="Buy", order_qty=1_000_000, price="50000")
+    submit(a, side="Buy", order_qty=3_000_000, price="49000")
+    settle(engine)
+    close = submit(b, side="Sell", ord_type="Market", exec_inst="Close")
+    settle(engine)
+    assert fresh(close).cum_qty == 1_000_000
+    assert position(b).current_qty == 0
+
+
+def test_amend_to_a_new_price_can_trade_and_a_smaller_size_keeps_priority(engine, make_trader):
+    a, b, c = make_trader(), make_trader(), make_trader()
+    first = submit(a, side="Buy", order_qty=2_000_000, price="49000")
+    second = submit(b, side="Buy", order_qty=1_000_000, price="49000")
+    settle(engine)
+    services.amend_order(account=a, order=first, order_qty=1_000_000)
+    settle(engine)
+    assert fresh(first).leaves_qty == 1_000_000 and fresh(first).priority < fresh(second).priority
+    ask = submit(c, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    services.amend_order(account=b, order=second, price="50000")
+    settle(engine)
+    assert fresh(second).ord_status == OrdStatus.FILLED and fresh(ask).ord_status == OrdStatus.FILLED
+
+
+def test_cancel_and_cancel_all_release_the_reserved_margin(engine, make_trader):
+    a = make_trader()
+    orders = [submit(a, side="Buy", order_qty=1_000_000, price=str(40000 + i)) for i in range(3)]
+    settle(engine)
+    assert balance(a).order_margin > 0
+    services.cancel_orders(account=a, orders=[orders[0]])
+    settle(engine)
+    assert fresh(orders[0]).ord_status == OrdStatus.CANCELED
+    services.cancel_all_orders(account=a, symbol=LIN)
+    settle(engine)
+    assert all(fresh(o).ord_status == OrdStatus.CANCELED for o in orders)
+    assert balance(a).order_margin == 0
+
+
+def test_cancel_of_a_filled_order_is_rejected_with_its_state(engine, make_trader):
+    a, b = make_trader(), make_trader()
+    ask = submit(a, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    submit(b, side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    (result,) = services.cancel_orders(account=a, orders=[fresh(ask)])
+    assert result.ord_status == OrdStatus.FILLED and not result.commands.exists()
+
+
+def test_a_retried_cl_ord_id_returns_the_first_order(engine, make_trader):
+    a = make_trader()
+    first = submit(a, side="Buy", order_qty=1_000_000, price="40000", cl_ord_id="my-order-1")
+    again = submit(a, side="Buy", order_qty=1_000_000, price="40000", cl_ord_id="my-order-1")
+    assert first.pk == again.pk and Order.objects.filter(account=a).count() == 1
+    settle(engine)
+
+
+def test_an_order_beyond_the_available_margin_is_rejected_and_reserves_nothing(engine, make_trader):
+    poor = make_trader(usdt="100", xbt="0")
+    # 1 XBT at 50,000 with 10x leverage needs 5,000 USDT of margin
+    with pytest.raises(InsufficientBalance, match="Account has insufficient Available Balance"):
+        submit(poor, side="Buy", order_qty=1_000_000, price="50000")
+    assert not Order.objects.filter(account=poor).exists()
+    assert balance(poor).order_margin == 0
+
+
+def test_an_order_that_only_reduces_needs_no_margin(engine, make_trader):
+    a, b = make_trader(), make_trader()
+    submit(a, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    submit(b, side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    reducing = submit(b, side="Sell", order_qty=1_000_000, price="60000", exec_inst="ReduceOnly")
+    assert reducing.margin_reserved == 0
+    settle(engine)
+
+
+def test_higher_leverage_needs_less_margin(engine, make_trader):
+    a = make_trader()
+    services.set_leverage(account=a, symbol=LIN, leverage=50)
+    order = submit(a, side="Buy", order_qty=1_000_000, price="50000")
+    assert order.margin_reserved == D(1000) + D("37.5")  # 50,000 / 50 + taker fee
+    settle(engine)
+    with pytest.raises(OrderRejected, match="Invalid leverage"):
+        services.set_leverage(account=a, symbol=LIN, leverage=101)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"symbol": "NOPE"}, "Invalid symbol"),
+    ({"price": "50000.25"}, "tickSize"),
+    ({"price": "-5"}, "Invalid price"),
+    ({"order_qty": 1500}, "orderQty is invalid"),
+    ({"order_qty": "abc"}, "orderQty is invalid"),
+    ({"side": "Up"}, "Invalid side"),
+    ({"ord_type": "Stop", "price": None}, "Invalid stopPx for ordType"),
+    ({"time_in_force": "Forever"}, "Invalid timeInForce"),
+    ({"exec_inst": "Hidden"}, "Invalid execInst"),
+    ({"cl_ord_id": "x" * 40}, "Invalid clOrdID"),
+])
+def test_bad_orders_are_refused_with_a_clear_message(engine, make_trader, fields, message):
+    a = make_trader()
+    request = {"symbol": LIN, "side": "Buy", "order_qty": 1_000_000, "price": "50000", "ord_type": "Limit", **fields}
+    with pytest.raises(OrderRejected, match=message):
+        services.submit_order(account=a, **request)
+    assert not Order.objects.filter(account=a).exists()
