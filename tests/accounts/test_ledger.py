@@ -1,0 +1,147 @@
+import threading
+import uuid
+from decimal import Decimal as D
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection, connections
+
+from accounts import services
+from accounts.models import Account, Balance, CashMovement, LedgerEntry, SystemAccount
+from accounts.selectors import ledger_problems
+from accounts.services import InsufficientBalance
+
+
+def balance(account, asset="USDT"):
+    return Balance.objects.get(account=account, asset_id=asset).amount
+
+
+@pytest.mark.django_db
+def test_a_deposit_is_two_ledger_entries_that_sum_to_zero(make_trader):
+    account = make_trader(usdt="0", xbt="0")
+    movement = services.deposit(account=account, asset="USDT", amount=D("250.5"))
+    entries = LedgerEntry.objects.filter(transaction=movement.transaction)
+    assert sorted(e.amount for e in entries) == [D("-250.5"), D("250.5")]
+    assert entries.get(amount__lt=0).account == services.system_account(SystemAccount.EXTERNAL)
+    assert balance(account) == D("250.5")
+
+
+@pytest.mark.django_db
+def test_a_retried_deposit_request_is_credited_once(make_trader):
+    account = make_trader(usdt="0", xbt="0")
+    request_id = uuid.uuid4()
+    first = services.deposit(account=account, asset="USDT", amount=D(10), request_id=request_id)
+    again = services.deposit(account=account, asset="USDT", amount=D(10), request_id=request_id)
+    assert first.pk == again.pk and balance(account) == D(10)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("amount, message", [
+    (D("0"), "positive"), (D("-1"), "positive"), (D("0.0000001"), "decimal places"), (D("NaN"), "positive"),
+])
+def test_bad_amounts_are_refused(make_trader, amount, message):
+    account = make_trader(usdt="0", xbt="0")
+    with pytest.raises(ValueError, match=message):
+        services.deposit(account=account, asset="USDT", amount=amount)
+    assert not CashMovement.objects.filter(account=account).exists()
+
+
+@pytest.mark.django_db
+def test_the_faucet_gives_at_most_its_limit(make_trader):
+    account = make_trader(usdt="0", xbt="0")
+    services.faucet_deposit(account=account, asset="XBT")
+    assert balance(account, "XBT") == D(1)
+    with pytest.raises(ValueError, match="at most"):
+        services.faucet_deposit(account=account, asset="XBT", amount=D(2))
+
+
+@pytest.mark.django_db
+def test_a_withdrawal_never_exceeds_the_available_balance(make_trader):
+    account = make_trader(usdt="100", xbt="0")
+    services.withdraw(account=account, asset="USDT", amount=D(60))
+    with pytest.raises(InsufficientBalance):
+        services.withdraw(account=account, asset="USDT", amount=D(41))
+    assert balance(account) == D(40)
+
+
+@pytest.mark.django_db
+def test_reserved_margin_is_not_available_for_withdrawal(make_trader):
+    account = make_trader(usdt="100", xbt="0")
+    Balance.objects.filter(account=account, asset_id="USDT").update(order_margin=D(70))
+    with pytest.raises(InsufficientBalance):
+        services.withdraw(account=account, asset="USDT", amount=D(31))
+    Balance.objects.filter(account=account, asset_id="USDT").update(order_margin=D(0))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_withdrawals_at_once_cannot_both_take_the_same_funds(books_balance):
+    user = User.objects.create_user("racer")
+    account = services.main_account(user)
+    services.deposit(account=account, asset="USDT", amount=D(100))
+    barrier = threading.Barrier(2)
+    results = []
+
+    def withdraw():
+        try:
+            barrier.wait()
+            services.withdraw(account=account, asset="USDT", amount=D(60))
+            results.append("ok")
+        except InsufficientBalance:
+            results.append("refused")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=withdraw) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["ok", "refused"]
+    assert balance(account) == D(40)
+
+
+@pytest.mark.django_db
+def test_transfer_to_the_copy_sub_account_moves_available_funds(make_trader):
+    main = make_trader(usdt="100", xbt="0")
+    copy = Account.objects.create(user=main.user, kind=Account.Kind.COPY, name="leader-1")
+    services.transfer(source=main, target=copy, asset="USDT", amount=D(30))
+    assert (balance(main), balance(copy)) == (D(70), D(30))
+    with pytest.raises(InsufficientBalance):
+        services.transfer(source=main, target=copy, asset="USDT", amount=D(71))
+    stranger = make_trader(usdt="0", xbt="0")
+    with pytest.raises(ValueError, match="one user"):
+        services.transfer(source=main, target=stranger, asset="USDT", amount=D(1))
+
+
+@pytest.mark.django_db
+def test_an_unbalanced_transaction_is_refused():
+    a = services.system_account(SystemAccount.FEES)
+    with pytest.raises(ValueError, match="does not balance"):
+        services.post_transaction(kind="fee", legs=[(a.pk, "USDT", D(1))])
+
+
+@pytest.mark.django_db
+def test_check_ledger_reports_a_balance_changed_without_a_ledger_entry(make_trader):
+    account = make_trader(usdt="100", xbt="0")
+    call_command("check_ledger")
+    Balance.objects.filter(account=account, asset_id="USDT").update(amount=D(1000))
+    problems = ledger_problems()
+    assert any(f"account {account.pk} holds 1000" in p for p in problems)
+    with pytest.raises(CommandError):
+        call_command("check_ledger")
+    Balance.objects.filter(account=account, asset_id="USDT").update(amount=D(100))
+
+
+@pytest.mark.django_db
+def test_check_ledger_reports_an_entry_that_breaks_the_sum(make_trader):
+    account = make_trader(usdt="100", xbt="0")
+    tx = LedgerEntry.objects.filter(account=account).first().transaction
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO accounts_ledgerentry (transaction_id, account_id, asset_id, amount) "
+                       "VALUES (%s, %s, 'USDT', 5)", [tx.pk, account.pk])
+    problems = ledger_problems()
+    assert any("USDT ledger sums to" in p for p in problems)
+    assert any(f"ledger transaction {tx.pk} does not balance" in p for p in problems)
+    LedgerEntry.objects.filter(transaction=tx, amount=5).delete()

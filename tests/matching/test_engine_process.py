@@ -1,0 +1,132 @@
+"""The engine as a real process: orders travel through Redis Streams, the process is killed with
+SIGKILL in the middle of a stream of orders and restarted, and nothing is lost or repeated."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from accounts.selectors import ledger_problems
+from matching import services
+from matching.book import BUY, EV_FILL, SELL, OrderBook
+from matching.models import Execution, Order, OrderCommand, OrdStatus
+from matching.selectors import margin_problems
+
+ROOT = Path(__file__).resolve().parents[2]
+SYMBOL = "XBTUSDT"
+TICK, LOT = 2, 1000  # 0.5 USDT ticks, 1000-contract lots
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    host = quote(db["HOST"] or "localhost", safe="")
+    return f"postgres://{quote(db['USER'] or '')}:{quote(db['PASSWORD'] or '')}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def start_engine(log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL,
+           "ENGINE_STREAM_PREFIX": settings.ENGINE_STREAM_PREFIX, "PYTHONUNBUFFERED": "1"}
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "manage.py", "runengine", "--symbols", SYMBOL, "--batch-size", "50"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def pending() -> int:
+    return (Order.objects.filter(ord_status=OrdStatus.PENDING_NEW).count()
+            + OrderCommand.objects.filter(status=OrderCommand.Status.PENDING).count())
+
+
+def script(seed: int, count: int) -> list[tuple]:
+    """A stream of crossing limit orders from a few traders, with cancels of earlier ones."""
+    rng = random.Random(seed)
+    steps = []
+    for i in range(count):
+        if i > 10 and rng.random() < 0.15:
+            steps.append(("cancel", rng.randrange(i)))
+        else:
+            side = rng.choice(["Buy", "Sell"])
+            ticks = 100_000 + rng.randint(-20, 20)
+            steps.append(("order", rng.randrange(4), side, ticks, rng.randint(1, 5)))
+    return steps
+
+
+def replay_without_crash(steps, order_pks) -> tuple[list, list]:
+    """The same commands on a book that never crashed: its fills and its resting orders."""
+    book = OrderBook()
+    fills = []
+    for step, pk in zip(steps, order_pks):
+        if step[0] == "order":
+            _, trader, side, ticks, lots = step
+            events = book.place(pk, trader, BUY if side == "Buy" else SELL, ticks, lots)
+        elif pk in book:
+            events = book.cancel(pk)
+        else:
+            events = []
+        fills += [(taker, maker, qty * LOT) for kind, taker, maker, _, qty, _ in events if kind == EV_FILL]
+    resting = [(order_id, price, qty * LOT) for order_id, _, _, price, qty, _ in
+               (memoryview(book.snapshot()).cast("q").tolist()[i:i + 6] for i in range(0, len(book) * 6, 6))]
+    return fills, resting
+
+
+@pytest.mark.django_db(transaction=True)
+def test_killed_engine_loses_and_repeats_nothing(engine_streams, make_trader, tmp_path):
+    traders = [make_trader(usdt="100000", xbt="0") for _ in range(4)]
+    steps = script(seed=11, count=400)
+    log_path = tmp_path / "engine.log"
+    process = start_engine(log_path)
+    order_pks, placed = [], []
+    try:
+        for i, step in enumerate(steps):
+            if step[0] == "order":
+                _, trader, side, ticks, lots = step
+                order = services.submit_order(account=traders[trader], symbol=SYMBOL, side=side,
+                                              order_qty=lots * LOT, price=str(ticks / TICK), wait=0)
+                placed.append(order)
+                order_pks.append(order.pk)
+            else:
+                target = placed[min(step[1], len(placed) - 1)]
+                services.cancel_orders(account=target.account, orders=[target], wait=0)
+                order_pks.append(target.pk)
+            if i == 150:  # kill it while it works through a backlog
+                wait_until(lambda: Order.objects.exclude(ord_status=OrdStatus.PENDING_NEW).count() > 20, 30,
+                           "the engine to apply some orders")
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                backlog_at_kill = pending()
+            if i == 300:
+                process = start_engine(log_path)
+        wait_until(lambda: pending() == 0, 60, "the engine to apply every order")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    trades = Counter(Execution.objects.values_list("trd_match_id", flat=True))
+    assert trades and set(trades.values()) == {2}, "every trade has exactly its two executions"
+    for order in Order.objects.all():
+        assert order.cum_qty == sum(Execution.objects.filter(order=order).values_list("last_qty", flat=True))
+    expected_fills, expected_resting = replay_without_crash(steps, order_pks)
+    fills = [(e.order_id, maker.order_id, e.last_qty) for e in Execution.objects.filter(last_liquidity_ind="RemovedLiquidity").order_by("pk")
+             for maker in [Execution.objects.get(trd_match_id=e.trd_match_id, last_liquidity_ind="AddedLiquidity")]]
+    assert fills == expected_fills
+    open_orders = Order.objects.filter(ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED])
+    in_priority = [*open_orders.filter(side="Buy").order_by("-price", "priority"),
+                   *open_orders.filter(side="Sell").order_by("price", "priority")]
+    assert [(o.pk, int(o.price * TICK), o.leaves_qty) for o in in_priority] == expected_resting
+    assert ledger_problems() + margin_problems() == []
+    assert log_path.read_bytes().count(b"engine ready") == 2
+    assert backlog_at_kill > 0, "the kill interrupted a stream of orders"
