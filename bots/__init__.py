@@ -1,0 +1,1 @@
+"""Trading bots (grid, DCA, TWAP), their runner and backtests."""

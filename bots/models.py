@@ -1,0 +1,1 @@
+"""Bots, their settings and their state, with their invariants."""

@@ -1,0 +1,1 @@
+"""Reads of bots and their results."""

@@ -1,0 +1,1 @@
+"""Every write of bots: create, start, stop, step."""

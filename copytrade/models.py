@@ -1,0 +1,1 @@
+"""Leaders, follows and their terms, with their invariants."""

@@ -1,0 +1,1 @@
+"""Reads of leaders, follows and leader statistics."""
