@@ -86,8 +86,15 @@ def _asset(asset: Asset | str) -> Asset:
     return asset if isinstance(asset, Asset) else Asset.objects.get(pk=asset)
 
 
+def _decimal(amount) -> Decimal:
+    try:
+        return Decimal(str(amount))
+    except ArithmeticError:
+        raise ValueError(f"amount must be a number, not {amount!r}") from None
+
+
 def _positive(amount: Decimal, asset: Asset) -> Decimal:
-    amount = Decimal(amount)
+    amount = _decimal(amount)
     if not amount.is_finite() or amount <= 0:
         raise ValueError("amount must be positive")
     if amount != amount.quantize(asset.unit):
@@ -115,7 +122,7 @@ def faucet_deposit(*, account: Account, asset: Asset | str, amount: Decimal | No
     """Demo money: at most the faucet's limit per request."""
     asset = _asset(asset)
     limit = Decimal(settings.FAUCET_LIMITS.get(asset.code, 0))
-    amount = limit if amount is None else Decimal(amount)
+    amount = limit if amount is None else _decimal(amount)
     if not limit:
         raise ValueError(f"the faucet does not give {asset.code}")
     if amount > limit:

@@ -6,6 +6,8 @@ it, and every time is ISO-8601 with milliseconds and a Z (docs/API.md)."""
 from datetime import datetime, timezone
 from decimal import Decimal
 
+from django.utils.timezone import now as django_now
+
 from accounts.models import Asset
 from matching import contracts
 from matching.models import Execution, Instrument, Order, Position, Side
@@ -181,7 +183,7 @@ def position_row(position: Position) -> dict:
 
 
 def margin_row(account_id: int, asset: Asset, amount: Decimal, order_margin: Decimal, position_margin: Decimal,
-               unrealized: Decimal, realized: Decimal, updated) -> dict:
+               unrealized: Decimal, realized: Decimal) -> dict:
     margin_balance = amount + unrealized
     available = amount - order_margin - position_margin + min(unrealized, Decimal(0))
     return {
@@ -194,5 +196,5 @@ def margin_row(account_id: int, asset: Asset, amount: Decimal, order_margin: Dec
         "excessMargin": raw(max(available, Decimal(0)), asset),
         "marginUsedPcnt": float(((order_margin + position_margin) / margin_balance).quantize(Decimal("1e-4")))
         if margin_balance > 0 else 0,
-        "timestamp": iso(updated),
+        "timestamp": iso(django_now()),
     }

@@ -1,13 +1,17 @@
 """Reads of the trading core."""
 import random
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from itertools import zip_longest
 
 from django.db import connection
+from django.db.models import F, Max, Min, Q, Sum
+from django.utils import timezone
 
 from matching import contracts
-from matching.models import Instrument, Position
+from matching.models import OPEN_STATUSES, Execution, Instrument, Order, OrdStatus, Position, Side
 
 
 def engine_positions(instrument_pk: int):
@@ -115,3 +119,132 @@ def margin_problems() -> list[str]:
     return [f"account {account} {asset}: order margin {om} held, orders say {eom}; "
             f"position margin {pm} held, positions say {epm}"
             for account, asset, om, eom, pm, epm in rows]
+
+
+# ---------- API reads ----------
+
+def _filtered(queryset, query, time_field: str, filter_fields: dict):
+    if query.symbol:
+        queryset = queryset.filter(instrument__symbol=query.symbol)
+    for key, value in query.filter.items():
+        if key == "open":
+            queryset = queryset.filter(ord_status__in=OPEN_STATUSES) if value else queryset.exclude(
+                ord_status__in=OPEN_STATUSES)
+        elif key in filter_fields:
+            values = value if isinstance(value, list) else [value]
+            queryset = queryset.filter(**{f"{filter_fields[key]}__in": values})
+        else:
+            raise ValueError(f"Unsupported filter field: {key}")
+    if query.start_time:
+        queryset = queryset.filter(**{f"{time_field}__gte": query.start_time})
+    if query.end_time:
+        queryset = queryset.filter(**{f"{time_field}__lte": query.end_time})
+    order = ("-" if query.reverse else "") + time_field
+    return queryset.order_by(order, ("-" if query.reverse else "") + "pk")[query.start:query.start + query.count]
+
+
+ORDER_FILTERS = {"orderID": "order_id", "clOrdID": "cl_ord_id", "ordStatus": "ord_status", "side": "side",
+                 "ordType": "ord_type", "symbol": "instrument__symbol"}
+EXECUTION_FILTERS = {"orderID": "order__order_id", "execType": "exec_type", "side": "side",
+                     "ordStatus": "ord_status", "symbol": "instrument__symbol"}
+
+
+def orders_for(*, account, query) -> list[Order]:
+    if "orderID" in query.filter:
+        _check_uuids(query.filter["orderID"], "orderID")
+    orders = Order.objects.select_related("instrument", "instrument__settle_asset").filter(account=account)
+    return list(_filtered(orders, query, "created_at", ORDER_FILTERS))
+
+
+def executions_for(*, account, query) -> list[Execution]:
+    if "orderID" in query.filter:
+        _check_uuids(query.filter["orderID"], "orderID")
+    executions = Execution.objects.select_related("order", "instrument", "instrument__settle_asset").filter(
+        account=account)
+    return list(_filtered(executions, query, "created_at", EXECUTION_FILTERS))
+
+
+def public_trades(*, query) -> list[Execution]:
+    """The taker's execution of each match is the public trade."""
+    trades = Execution.objects.select_related("instrument", "instrument__settle_asset").filter(
+        last_liquidity_ind=Execution.Liquidity.REMOVED)
+    return list(_filtered(trades, query, "created_at", {"side": "side", "symbol": "instrument__symbol"}))
+
+
+def _check_uuids(value, field: str) -> None:
+    for item in value if isinstance(value, list) else [value]:
+        try:
+            uuid.UUID(str(item))
+        except ValueError:
+            raise ValueError(f"Invalid {field}: {item}") from None
+
+
+def positions_for(*, account) -> list[Position]:
+    return list(Position.objects.select_related("instrument", "instrument__settle_asset")
+                .filter(account=account).order_by("instrument__symbol"))
+
+
+def instruments(*, symbol: str | None = None, active_only: bool = False) -> list[Instrument]:
+    rows = Instrument.objects.select_related("settle_asset").order_by("symbol")
+    if symbol:
+        rows = rows.filter(Q(symbol=symbol) | Q(root_symbol=symbol))
+    if active_only:
+        rows = rows.filter(state="Open")
+    return list(rows)
+
+
+def instrument_stats(instrument_pks: list[int]) -> dict[int, dict]:
+    """24-hour open, high, low, VWAP and volumes from the public trades."""
+    since = timezone.now() - timedelta(hours=24)
+    stats = {}
+    trades = (Execution.objects.filter(instrument_id__in=instrument_pks, created_at__gte=since,
+                                       last_liquidity_ind=Execution.Liquidity.REMOVED)
+              .values("instrument_id")
+              .annotate(high=Max("last_px"), low=Min("last_px"), volume=Sum("last_qty"),
+                        notional=Sum(F("last_px") * F("last_qty")), first=Min("pk")))
+    opens = dict(Execution.objects.filter(pk__in=[t["first"] for t in trades]).values_list("instrument_id", "last_px"))
+    by_pk = {i.pk: i for i in Instrument.objects.filter(pk__in=instrument_pks)}
+    for t in trades:
+        instrument = by_pk[t["instrument_id"]]
+        vwap = (t["notional"] / t["volume"]).quantize(instrument.tick_size)
+        if instrument.is_inverse:  # contracts are quote units: the base amount is approximated at the VWAP
+            foreign = t["volume"] * instrument.contract_size
+            home = foreign / vwap
+        else:
+            home = t["volume"] * instrument.contract_size
+            foreign = t["notional"] * instrument.contract_size
+        stats[instrument.pk] = {"open": opens.get(instrument.pk), "high": t["high"], "low": t["low"],
+                                "vwap": vwap, "volume": t["volume"], "home": home, "foreign": foreign}
+    return stats
+
+
+def order_book_l2(*, instrument: Instrument, depth: int = 0) -> list[tuple[str, Decimal, int]]:
+    """(side, price, size) of every resting level as last committed by the engine: asks high to low, then bids."""
+    levels = (Order.objects.filter(instrument=instrument, ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED])
+              .values("side", "price").annotate(size=Sum("leaves_qty")))
+    asks = sorted((lv for lv in levels if lv["side"] == Side.SELL), key=lambda lv: lv["price"])
+    bids = sorted((lv for lv in levels if lv["side"] == Side.BUY), key=lambda lv: lv["price"], reverse=True)
+    if depth:
+        asks, bids = asks[:depth], bids[:depth]
+    return [(lv["side"], lv["price"], lv["size"]) for lv in [*reversed(asks), *bids]]
+
+
+def balances_for(*, account) -> list[dict]:
+    """Per asset: wallet amount, margins, unrealized and realized PnL, for user/margin."""
+    from accounts.models import Asset, Balance
+
+    balances = {b.asset_id: b for b in Balance.objects.filter(account=account)}
+    realized = dict(Position.objects.filter(account=account).values("instrument__settle_asset_id")
+                    .annotate(total=Sum("cum_realized_pnl")).values_list("instrument__settle_asset_id", "total"))
+    rows = []
+    for asset in Asset.objects.order_by("code"):
+        balance = balances.get(asset.code)
+        rows.append({
+            "asset": asset,
+            "amount": balance.amount if balance else Decimal(0),
+            "order_margin": balance.order_margin if balance else Decimal(0),
+            "position_margin": balance.position_margin if balance else Decimal(0),
+            "unrealized": account_unrealized_pnl(account_id=account.pk, asset_code=asset.code),
+            "realized": realized.get(asset.code) or Decimal(0),
+        })
+    return rows

@@ -401,15 +401,16 @@ def cancel_all_orders(*, account: Account, symbol: str | None = None, text: str 
 
 @transaction.atomic
 def set_leverage(*, account: Account, symbol: str, leverage, cross_margin: bool | None = None) -> Position:
-    """Changes a position's leverage; an open position's margin is recomputed and must be available."""
+    """Changes a position's leverage (None keeps it) and margin mode; an open position's margin is
+    recomputed and must be available."""
     instrument = Instrument.objects.select_related("settle_asset").filter(symbol=symbol).first()
     if instrument is None:
         raise OrderRejected(f"Invalid symbol: {symbol}")
-    value = _decimal(leverage, "leverage")
-    if value is None or value < 0 or value > instrument.max_leverage:
-        raise OrderRejected(f"Invalid leverage: must be between 0.01 and {instrument.max_leverage}")
     position_for(account, instrument)
     position = Position.objects.select_for_update(no_key=True).get(account=account, instrument=instrument)
+    value = position.leverage if leverage is None else _decimal(leverage, "leverage")
+    if value is None or value < 0 or value > instrument.max_leverage:
+        raise OrderRejected(f"Invalid leverage: must be between 0.01 and {instrument.max_leverage}")
     if value == 0:  # BitMEX: leverage 0 means cross margin at the instrument's maximum
         cross_margin, value = True, instrument.max_leverage
     if value < Decimal("0.01"):

@@ -1,0 +1,198 @@
+"""BitMEX-compatible REST endpoints of the trading core (docs/API.md). Thin: parse, call, shape."""
+from django.urls import path
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.services import main_account
+from config.api import BadRequest, list_query
+from matching import rows, selectors, services
+from matching.models import OPEN_STATUSES, Instrument
+
+ORDER_FIELDS = {  # BitMEX body field -> submit_order argument
+    "symbol": "symbol", "side": "side", "orderQty": "order_qty", "price": "price", "stopPx": "stop_px",
+    "ordType": "ord_type", "timeInForce": "time_in_force", "execInst": "exec_inst", "clOrdID": "cl_ord_id",
+    "pegPriceType": "peg_price_type", "pegOffsetValue": "peg_offset_value", "text": "text",
+}
+AMEND_FIELDS = {"orderQty": "order_qty", "leavesQty": "leaves_qty", "price": "price", "stopPx": "stop_px",
+                "text": "text"}
+
+
+def _body(request) -> dict:
+    data = request.data
+    if not hasattr(data, "get"):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+def _as_list(value) -> list:
+    if value in (None, ""):
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+class PrivateView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    def account(self, request):
+        return main_account(request.user)
+
+
+class OrderView(PrivateView):
+    @extend_schema(summary="Your orders, oldest first (reverse=true: newest first); filter by JSON `filter`")
+    def get(self, request):
+        query = list_query(request.query_params, max_count=500)
+        return Response([rows.order_row(o) for o in selectors.orders_for(account=self.account(request), query=query)])
+
+    @extend_schema(summary="Place an order")
+    def post(self, request):
+        body = _body(request)
+        unknown = set(body) - set(ORDER_FIELDS) - {"displayQty"}
+        if unknown:
+            raise BadRequest(f"Unknown field(s): {', '.join(sorted(unknown))}")
+        if body.get("displayQty") not in (None, ""):
+            raise BadRequest("displayQty (hidden orders) is not supported")
+        if not body.get("symbol"):
+            raise BadRequest("symbol is required")
+        kwargs = {ORDER_FIELDS[k]: v for k, v in body.items() if k in ORDER_FIELDS and v is not None}
+        for text_field in ("exec_inst", "cl_ord_id", "peg_price_type", "text"):
+            if text_field in kwargs and not isinstance(kwargs[text_field], str):
+                raise BadRequest(f"{text_field} must be a string")
+        order = services.submit_order(account=self.account(request), **kwargs)
+        return Response(rows.order_row(order))
+
+    @extend_schema(summary="Amend an order by orderID or origClOrdID")
+    def put(self, request):
+        body = _body(request)
+        order = services.find_order(account=self.account(request), order_id=body.get("orderID"),
+                                    cl_ord_id=body.get("origClOrdID"))
+        kwargs = {AMEND_FIELDS[k]: v for k, v in body.items() if k in AMEND_FIELDS and v is not None}
+        order = services.amend_order(account=self.account(request), order=order, **kwargs)
+        return Response(rows.order_row(order))
+
+    @extend_schema(summary="Cancel orders by orderID and/or clOrdID (lists allowed); returns a list")
+    def delete(self, request):
+        body = _body(request)
+        account = self.account(request)
+        orders = [services.find_order(account=account, order_id=i) for i in _as_list(body.get("orderID"))]
+        orders += [services.find_order(account=account, cl_ord_id=i) for i in _as_list(body.get("clOrdID"))]
+        if not orders:
+            raise BadRequest("orderID or clOrdID is required")
+        canceled = services.cancel_orders(account=account, orders=orders, text=str(body.get("text") or ""))
+        return Response([_cancel_row(order, before) for order, before in zip(canceled, orders)])
+
+
+def _cancel_row(order, before) -> dict:
+    row = rows.order_row(order)
+    if before.ord_status not in OPEN_STATUSES:
+        row["error"] = f"Unable to cancel order due to existing state: {before.ord_status}"
+    return row
+
+
+class OrderAllView(PrivateView):
+    @extend_schema(summary="Cancel all your open orders, optionally of one symbol")
+    def delete(self, request):
+        body = request.data if hasattr(request.data, "get") else {}
+        symbol = body.get("symbol") or request.query_params.get("symbol")
+        canceled = services.cancel_all_orders(account=self.account(request), symbol=symbol,
+                                              text=str(body.get("text") or ""))
+        return Response([rows.order_row(o) for o in canceled])
+
+
+class PositionView(PrivateView):
+    @extend_schema(summary="Your positions")
+    def get(self, request):
+        return Response([rows.position_row(p) for p in selectors.positions_for(account=self.account(request))])
+
+
+class LeverageView(PrivateView):
+    @extend_schema(summary="Set a position's leverage (0: cross margin at the maximum)")
+    def post(self, request):
+        body = _body(request)
+        if "symbol" not in body or "leverage" not in body:
+            raise BadRequest("symbol and leverage are required")
+        cross = body.get("crossMargin")
+        position = services.set_leverage(account=self.account(request), symbol=body["symbol"],
+                                         leverage=body["leverage"], cross_margin=cross if isinstance(cross, bool) else None)
+        return Response(rows.position_row(position))
+
+
+class IsolateView(PrivateView):
+    @extend_schema(summary="Switch a position between isolated (enabled=true) and cross margin")
+    def post(self, request):
+        body = _body(request)
+        enabled = body.get("enabled")
+        if not body.get("symbol") or not isinstance(enabled, bool):
+            raise BadRequest("symbol and enabled (true or false) are required")
+        position = services.set_leverage(account=self.account(request), symbol=body["symbol"], leverage=None,
+                                         cross_margin=not enabled)
+        return Response(rows.position_row(position))
+
+
+class ExecutionView(PrivateView):
+    @extend_schema(summary="Your executions")
+    def get(self, request):
+        query = list_query(request.query_params, max_count=500)
+        return Response([rows.execution_row(e) for e in selectors.executions_for(account=self.account(request),
+                                                                                  query=query)])
+
+
+class InstrumentView(APIView):
+    permission_classes = [AllowAny]
+    active_only = False
+
+    @extend_schema(summary="Instruments with their ticker")
+    def get(self, request):
+        found = selectors.instruments(symbol=request.query_params.get("symbol"), active_only=self.active_only)
+        stats = selectors.instrument_stats([i.pk for i in found])
+        return Response([rows.instrument_row(i, stats.get(i.pk)) for i in found])
+
+
+class ActiveInstrumentView(InstrumentView):
+    active_only = True
+
+
+class OrderBookL2View(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(summary="Level 2 book: asks then bids, `depth` levels per side (0: all)")
+    def get(self, request):
+        symbol = request.query_params.get("symbol")
+        instrument = Instrument.objects.filter(symbol=symbol).first() if symbol else None
+        if instrument is None:
+            raise BadRequest("Invalid symbol" if symbol else "symbol is required")
+        try:
+            depth = int(request.query_params.get("depth", 25))
+        except ValueError:
+            raise BadRequest("depth must be an integer") from None
+        if depth < 0:
+            raise BadRequest("depth must be >= 0")
+        return Response([{"symbol": instrument.symbol, "id": rows.l2_id(instrument, side, price), "side": side,
+                          "size": size, "price": rows.number(price)}
+                         for side, price, size in selectors.order_book_l2(instrument=instrument, depth=depth)])
+
+
+class TradeView(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(summary="Public trades")
+    def get(self, request):
+        query = list_query(request.query_params, max_count=1000)
+        return Response([rows.trade_row(e) for e in selectors.public_trades(query=query)])
+
+
+urlpatterns = [
+    path("order", OrderView.as_view()),
+    path("order/all", OrderAllView.as_view()),
+    path("position", PositionView.as_view()),
+    path("position/leverage", LeverageView.as_view()),
+    path("position/isolate", IsolateView.as_view()),
+    path("execution", ExecutionView.as_view()),
+    path("execution/tradeHistory", ExecutionView.as_view()),
+    path("instrument", InstrumentView.as_view()),
+    path("instrument/active", ActiveInstrumentView.as_view()),
+    path("instrument/activeAndIndices", ActiveInstrumentView.as_view()),
+    path("orderBook/L2", OrderBookL2View.as_view()),
+    path("trade", TradeView.as_view()),
+]

@@ -1,0 +1,165 @@
+"""The first slice of the BitMEX-compatible REST API, with the shapes BitMEX clients (ccxt) read."""
+import json
+import re
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.conftest import settle
+
+pytestmark = pytest.mark.django_db
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+@pytest.fixture
+def api(make_trader):
+    def login(**funds):
+        account = make_trader(**funds)
+        client = APIClient()
+        client.force_login(account.user)
+        client.account = account
+        return client
+
+    return login
+
+
+def post(client, path, body):
+    return client.post(f"/api/v1/{path}", json.dumps(body), content_type="application/json")
+
+
+def delete(client, path, body=None):
+    return client.delete(f"/api/v1/{path}", json.dumps(body) if body is not None else None,
+                         content_type="application/json")
+
+
+def test_place_amend_and_cancel_an_order_with_bitmex_fields(engine, api):
+    client = api()
+    response = post(client, "order", {"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1000000, "ordType": "Limit",
+                                      "price": 49000, "text": "CCXT", "clOrdID": "mine-1"})
+    assert response.status_code == 200, response.content
+    order = response.json()
+    assert response.content.startswith(b"{")
+    assert order["ordStatus"] == "PendingNew" and order["clOrdID"] == "mine-1" and order["settlCurrency"] == "USDt"
+    assert ISO.match(order["timestamp"])
+    settle(engine)
+    listed = client.get("/api/v1/order", {"symbol": "XBTUSDT", "filter": json.dumps({"orderID": order["orderID"]})})
+    assert [o["ordStatus"] for o in listed.json()] == ["New"]
+    amended = client.put("/api/v1/order", json.dumps({"orderID": order["orderID"], "orderQty": 2000000,
+                                                      "price": 49500, "text": "CCXT"}), content_type="application/json")
+    assert amended.status_code == 200 and amended.json()["symbol"] == "XBTUSDT"
+    settle(engine)
+    listed = client.get("/api/v1/order", {"filter": json.dumps({"open": True})}).json()
+    assert [(o["orderQty"], o["price"]) for o in listed] == [(2000000, 49500)]
+    canceled = delete(client, "order", {"orderID": order["orderID"]})
+    assert canceled.status_code == 200 and isinstance(canceled.json(), list)
+    settle(engine)
+    again = delete(client, "order", {"orderID": order["orderID"]}).json()
+    assert again[0]["error"] == "Unable to cancel order due to existing state: Canceled"
+    assert client.get("/api/v1/order", {"filter": json.dumps({"open": True})}).json() == []
+
+
+def test_cancel_all_returns_a_list_even_when_empty(engine, api):
+    client = api()
+    assert delete(client, "order/all").json() == []
+    post(client, "order", {"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1000000, "price": 40000})
+    settle(engine)
+    canceled = delete(client, "order/all", {"symbol": "XBTUSDT"}).json()
+    assert len(canceled) == 1
+    settle(engine)
+
+
+def test_positions_executions_and_margin_after_a_trade(engine, api):
+    seller, buyer = api(), api()
+    post(seller, "order", {"symbol": "XBTUSD", "side": "Sell", "orderQty": 1000, "price": 50000})
+    settle(engine)
+    post(buyer, "order", {"symbol": "XBTUSD", "side": "Buy", "orderQty": 1000, "ordType": "Market"})
+    settle(engine)
+    (position,) = [p for p in buyer.get("/api/v1/position").json() if p["symbol"] == "XBTUSD"]
+    assert position["currentQty"] == 1000 and position["avgEntryPrice"] == 50000
+    assert position["homeNotional"] > 0 and position["currency"] == "XBt"
+    assert position["posMargin"] == 200000  # 1000 USD at 50,000 = 0.02 XBT at 10x = 0.002 XBT in satoshi
+    (trade,) = buyer.get("/api/v1/execution/tradeHistory", {"symbol": "XBTUSD"}).json()
+    assert trade["execType"] == "Trade" and trade["lastQty"] == 1000 and trade["avgPx"] == 50000
+    assert trade["execComm"] == 1500 and trade["commission"] == 0.00075  # satoshi, as BitMEX sends them
+    margins = buyer.get("/api/v1/user/margin", {"currency": "all"}).json()
+    xbt = next(m for m in margins if m["currency"] == "XBt")
+    assert xbt["walletBalance"] == 100_000_000 - 1500
+    assert xbt["availableMargin"] == xbt["walletBalance"] - 200000
+    single = buyer.get("/api/v1/user/margin", {"currency": "XBt"}).json()
+    assert single["currency"] == "XBt"
+
+
+def test_public_market_data(engine, api):
+    seller, buyer = api(), api()
+    post(seller, "order", {"symbol": "XBTUSDT", "side": "Sell", "orderQty": 2000000, "price": 50000})
+    post(seller, "order", {"symbol": "XBTUSDT", "side": "Sell", "orderQty": 1000000, "price": 50001})
+    settle(engine)
+    post(buyer, "order", {"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1000000, "price": 50000})
+    post(buyer, "order", {"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1000000, "price": 49000})
+    settle(engine)
+    anonymous = APIClient()
+    assets = anonymous.get("/api/v1/wallet/assets").json()
+    assert {"asset": "XBT", "currency": "XBt", "scale": 8}.items() <= next(a for a in assets if a["asset"] == "XBT").items()
+    active = {i["symbol"]: i for i in anonymous.get("/api/v1/instrument/active").json()}
+    xbtusd = active["XBTUSD"]
+    assert (xbtusd["typ"], xbtusd["isInverse"], xbtusd["multiplier"], xbtusd["settlCurrency"]) == ("FFWCSX", True, -100000000, "XBt")
+    assert active["XBTUSDT"]["underlyingToPositionMultiplier"] == 1000000 and active["XBTUSDT"]["initMargin"] == 0.01
+    (ticker,) = anonymous.get("/api/v1/instrument", {"symbol": "XBTUSDT"}).json()
+    assert ticker["lastPrice"] == 50000 and ticker["bidPrice"] == 49000 and ticker["askPrice"] == 50000
+    assert ticker["volume24h"] == 1000000
+    book = anonymous.get("/api/v1/orderBook/L2", {"symbol": "XBTUSDT", "depth": 25}).json()
+    assert [(r["side"], r["price"], r["size"]) for r in book] == [
+        ("Sell", 50001, 1000000), ("Sell", 50000, 1000000), ("Buy", 49000, 1000000)]
+    assert len({r["id"] for r in book}) == 3
+    (trade,) = anonymous.get("/api/v1/trade", {"symbol": "XBTUSDT", "reverse": "true", "count": 10}).json()
+    assert (trade["side"], trade["size"], trade["price"]) == ("Buy", 1000000, 50000) and ISO.match(trade["timestamp"])
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1500, "price": 50000}, "orderQty is invalid"),
+    ({"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1000000, "price": 50000.3}, "Invalid price"),
+    ({"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1000000, "ordType": "Stop"}, "Invalid stopPx for ordType"),
+    ({"symbol": "NOPE", "side": "Buy", "orderQty": 1000000, "price": 1}, "Invalid symbol"),
+    ({"symbol": "XBTUSDT", "side": "Buy", "orderQty": 10**12, "price": 50000}, "orderQty is invalid"),
+    ({"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1000000, "price": 50000, "bogus": 1}, "Unknown field"),
+    ({"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1000000, "price": 50000, "execInst": 5}, "must be a string"),
+])
+def test_bad_requests_get_a_400_with_bitmex_error_body(engine, api, body, message):
+    client = api()
+    response = post(client, "order", body)
+    assert response.status_code == 400
+    assert message in response.json()["error"]["message"]
+
+
+def test_insufficient_balance_is_the_message_clients_map_to_insufficient_funds(engine, api):
+    client = api(usdt="10", xbt="0")
+    response = post(client, "order", {"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1000000, "price": 50000})
+    assert response.status_code == 400
+    assert "Account has insufficient Available Balance" in response.json()["error"]["message"]
+
+
+def test_bad_query_parameters_are_400_not_500(engine, api):
+    client = api()
+    for params in ({"filter": "{not json"}, {"count": "x"}, {"count": 0}, {"reverse": "maybe"},
+                   {"startTime": "yesterday"}, {"filter": json.dumps({"orderID": "not-a-uuid"})},
+                   {"filter": json.dumps({"color": "red"})}):
+        response = client.get("/api/v1/order", params)
+        assert response.status_code == 400, params
+        assert "message" in response.json()["error"]
+    assert delete(client, "order", {"orderID": "not-a-uuid"}).status_code == 400
+    assert client.put("/api/v1/order", "[1]", content_type="application/json").status_code == 400
+
+
+def test_private_endpoints_need_a_login():
+    anonymous = APIClient()
+    for path in ("order", "position", "user/margin", "execution"):
+        response = anonymous.get(f"/api/v1/{path}")
+        assert response.status_code in (401, 403) and "error" in response.json()
+
+
+def test_the_faucet_credits_demo_money(engine, api):
+    client = api(usdt="0", xbt="0")
+    response = post(client, "user/faucet", {"asset": "USDT", "amount": "2500"})
+    assert response.status_code == 200 and response.json()["amount"] == 2_500_000_000
+    assert post(client, "user/faucet", {"asset": "USDT", "amount": "1e9"}).status_code == 400
+    assert post(client, "user/faucet", {"asset": "USDT", "amount": "lots"}).status_code == 400
