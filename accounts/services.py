@@ -21,6 +21,20 @@ class InsufficientBalance(ValueError):
         super().__init__("Account has insufficient Available Balance" + (f": {detail}" if detail else ""))
 
 
+DEFAULT_ASSETS = [
+    # code, name, decimal places of the smallest unit, BitMEX wallet currency id
+    ("XBT", "Bitcoin", 8, "XBt"),
+    ("USDT", "Tether USD", 6, "USDt"),
+    ("USDC", "USD Coin", 6, "USDc"),
+    ("ETH", "Ether", 9, "Gwei"),
+]
+
+
+def create_default_assets(asset_model=Asset) -> None:
+    for code, name, scale, currency in DEFAULT_ASSETS:
+        asset_model.objects.update_or_create(code=code, defaults={"name": name, "scale": scale, "currency": currency})
+
+
 def system_account(name: SystemAccount | str) -> Account:
     account, _ = Account.objects.get_or_create(user=None, kind=Account.Kind.SYSTEM, name=str(name))
     return account

@@ -54,11 +54,11 @@ DEFAULT_INSTRUMENTS = [
 ]
 
 
-def create_default_instruments() -> list[Instrument]:
+def create_default_instruments(instrument_model=Instrument) -> list[Instrument]:
     instruments = []
     for spec in DEFAULT_INSTRUMENTS:
         fields = dict(spec)
-        instrument, _ = Instrument.objects.update_or_create(symbol=fields.pop("symbol"), defaults=fields)
+        instrument, _ = instrument_model.objects.update_or_create(symbol=fields.pop("symbol"), defaults=fields)
         instruments.append(instrument)
     return instruments
 

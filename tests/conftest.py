@@ -21,7 +21,17 @@ def redis_client():
 # ---------- trading ----------
 
 @pytest.fixture
-def books_balance(db):
+def reference_data(db):
+    """Assets and default instruments (a transactional test's flush removes what migrations seeded)."""
+    from accounts.services import create_default_assets
+    from matching.services import create_default_instruments
+
+    create_default_assets()
+    create_default_instruments()
+
+
+@pytest.fixture
+def books_balance(reference_data):
     """Checks after the test that the ledger balances and every margin adds up (check_ledger)."""
     yield
     from accounts.selectors import ledger_problems

@@ -2,12 +2,9 @@ from django.db import migrations
 
 
 def add_instruments(apps, schema_editor):
-    from matching.services import DEFAULT_INSTRUMENTS
+    from matching.services import create_default_instruments
 
-    Instrument = apps.get_model("matching", "Instrument")
-    for spec in DEFAULT_INSTRUMENTS:
-        fields = dict(spec)
-        Instrument.objects.update_or_create(symbol=fields.pop("symbol"), defaults=fields)
+    create_default_instruments(apps.get_model("matching", "Instrument"))
 
 
 class Migration(migrations.Migration):
