@@ -220,7 +220,18 @@ static int get_records(PyObject *data, Py_buffer *view, size_t record, const cha
     return 0;
 }
 
-static PyObject *Book_apply(BookObject *self, PyObject *data) {
+/* the single argument of a one-argument method, given by position or by its documented name */
+static PyObject *single_arg(const char *fname, const char *name, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames) {
+    PyObject *slot;
+    const char *const names[] = {name};
+    if (gather(fname, args, nargs, kwnames, names, 1, 1, &slot) < 0) return NULL;
+    return slot;
+}
+
+static PyObject *Book_apply(BookObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *data = single_arg("apply", "commands", args, nargs, kwnames);
+    if (!data) return NULL;
     Py_buffer view;
     if (get_records(data, &view, sizeof(ob_command), "commands") < 0) return NULL;
     size_t n = (size_t)view.len / sizeof(ob_command);
@@ -275,7 +286,9 @@ static PyObject *depth_side(BookObject *self, int side, size_t max) {
     return list;
 }
 
-static PyObject *Book_depth(BookObject *self, PyObject *arg) {
+static PyObject *Book_depth(BookObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *arg = single_arg("depth", "levels", args, nargs, kwnames);
+    if (!arg) return NULL;
     int64_t levels;
     if (as_i64(arg, "levels", &levels) < 0) return NULL;
     if (levels < 0) {
@@ -292,7 +305,9 @@ static PyObject *Book_depth(BookObject *self, PyObject *arg) {
     return Py_BuildValue("(NN)", bids, asks);
 }
 
-static PyObject *Book_order(BookObject *self, PyObject *arg) {
+static PyObject *Book_order(BookObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *arg = single_arg("order", "order_id", args, nargs, kwnames);
+    if (!arg) return NULL;
     int64_t id;
     if (as_i64(arg, "order_id", &id) < 0) return NULL;
     ob_order_info info;
@@ -350,7 +365,9 @@ static PyObject *Book_snapshot(BookObject *self, PyObject *Py_UNUSED(ignored)) {
     return bytes;
 }
 
-static PyObject *Book_restore(BookObject *self, PyObject *data) {
+static PyObject *Book_restore(BookObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *data = single_arg("restore", "data", args, nargs, kwnames);
+    if (!data) return NULL;
     if (ob_order_count(self->book)) {
         PyErr_SetString(PyExc_ValueError, "restore needs an empty book");
         return NULL;
@@ -432,14 +449,14 @@ static PyMethodDef Book_methods[] = {
      "market(order_id, owner, side, qty, protect_price=0, tif=IOC, stp=STP_NONE) -> events"},
     {"cancel", (PyCFunction)(void (*)(void))Book_cancel, FASTKW, "cancel(order_id) -> events"},
     {"amend", (PyCFunction)(void (*)(void))Book_amend, FASTKW, "amend(order_id, price, qty) -> events"},
-    {"apply", (PyCFunction)Book_apply, METH_O, "apply(commands) -> bytes of events"},
+    {"apply", (PyCFunction)(void (*)(void))Book_apply, FASTKW, "apply(commands) -> bytes of events"},
     {"best_bid", (PyCFunction)Book_best_bid, METH_NOARGS, "best bid price or None"},
     {"best_ask", (PyCFunction)Book_best_ask, METH_NOARGS, "best ask price or None"},
-    {"depth", (PyCFunction)Book_depth, METH_O, "depth(levels) -> (bids, asks) of (price, qty, count)"},
-    {"order", (PyCFunction)Book_order, METH_O, "order(order_id) -> (side, price, qty, owner, flags) or None"},
+    {"depth", (PyCFunction)(void (*)(void))Book_depth, FASTKW, "depth(levels) -> (bids, asks) of (price, qty, count)"},
+    {"order", (PyCFunction)(void (*)(void))Book_order, FASTKW, "order(order_id) -> (side, price, qty, owner, flags) or None"},
     {"stats", (PyCFunction)Book_stats, METH_NOARGS, "(orders, bid_levels, ask_levels, bid_qty, ask_qty)"},
     {"snapshot", (PyCFunction)Book_snapshot, METH_NOARGS, "resting orders in priority order as bytes"},
-    {"restore", (PyCFunction)Book_restore, METH_O, "restore(snapshot) into an empty book"},
+    {"restore", (PyCFunction)(void (*)(void))Book_restore, FASTKW, "restore(snapshot) into an empty book"},
     {"clear", (PyCFunction)Book_clear, METH_NOARGS, "remove every order"},
     {NULL, NULL, 0, NULL},
 };
