@@ -42,6 +42,7 @@ test: setup
 
 demo: setup
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py demo_user
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho start
 
 bench: setup

@@ -28,9 +28,7 @@ class UserMarginView(APIView):
     def get(self, request):
         currency = request.query_params.get("currency", "XBt")
         account = services.main_account(request.user)
-        margins = [(b["asset"], rows.margin_row(account.pk, b["asset"], b["amount"], b["order_margin"],
-                                                b["position_margin"], b["unrealized"], b["realized"]))
-                   for b in selectors.balances_for(account=account)]
+        margins = [(b["asset"], rows.margin_row(account.pk, b)) for b in selectors.balances_for(account=account)]
         if currency == "all":
             return Response([row for _, row in margins])
         for asset, row in margins:

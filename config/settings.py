@@ -144,3 +144,9 @@ ENGINE_REPLY_TIMEOUT = float(os.environ.get("ENGINE_REPLY_TIMEOUT", "2"))  # sec
 MARKET_PROTECTION = Decimal("0.05")  # a market order fills at most 5% away from the price it was sent at
 DEFAULT_LEVERAGE = Decimal(10)
 FAUCET_LIMITS = {"XBT": "1", "USDT": "100000", "USDC": "100000", "ETH": "20"}  # demo money per request
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "account"
+LOGOUT_REDIRECT_URL = "home"
+CELERY_BEAT_SCHEDULE = {
+    "audit-books": {"task": "accounts.tasks.audit_books", "schedule": 60.0},
+}

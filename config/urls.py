@@ -10,5 +10,6 @@ urlpatterns = [
     path("api/v1/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/", include("matching.api")),
     path("api/v1/", include("accounts.api")),
+    path("account/", include("accounts.urls")),
     path("admin/", admin.site.urls),
 ]

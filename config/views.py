@@ -5,11 +5,11 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from matching.selectors import demo_book_depth
+from matching.selectors import demo_book_depth, market_overview
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "home.html", {"book": demo_book_depth()})
+    return render(request, "home.html", {"markets": market_overview(), "book": demo_book_depth()})
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

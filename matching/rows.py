@@ -182,19 +182,19 @@ def position_row(position: Position) -> dict:
     }
 
 
-def margin_row(account_id: int, asset: Asset, amount: Decimal, order_margin: Decimal, position_margin: Decimal,
-               unrealized: Decimal, realized: Decimal) -> dict:
+def margin_row(account_id: int, balance: dict) -> dict:
+    """user/margin of one asset, from a row of matching.selectors.balances_for."""
+    asset = balance["asset"]
+    amount, unrealized = balance["amount"], balance["unrealized"]
+    used = balance["order_margin"] + balance["position_margin"]
     margin_balance = amount + unrealized
-    available = amount - order_margin - position_margin + min(unrealized, Decimal(0))
     return {
         "account": account_id, "currency": asset.currency, "riskLimit": None, "amount": raw(amount, asset),
-        "realisedPnl": raw(realized, asset), "unrealisedPnl": raw(unrealized, asset),
+        "realisedPnl": raw(balance["realized"], asset), "unrealisedPnl": raw(unrealized, asset),
         "walletBalance": raw(amount, asset), "marginBalance": raw(margin_balance, asset),
-        "initMargin": raw(order_margin, asset), "maintMargin": raw(position_margin, asset),
-        "availableMargin": raw(max(available, Decimal(0)), asset),
-        "withdrawableMargin": raw(max(available, Decimal(0)), asset),
-        "excessMargin": raw(max(available, Decimal(0)), asset),
-        "marginUsedPcnt": float(((order_margin + position_margin) / margin_balance).quantize(Decimal("1e-4")))
-        if margin_balance > 0 else 0,
+        "initMargin": raw(balance["order_margin"], asset), "maintMargin": raw(balance["position_margin"], asset),
+        "availableMargin": raw(balance["available"], asset), "withdrawableMargin": raw(balance["available"], asset),
+        "excessMargin": raw(balance["available"], asset),
+        "marginUsedPcnt": float((used / margin_balance).quantize(Decimal("1e-4"))) if margin_balance > 0 else 0,
         "timestamp": iso(django_now()),
     }

@@ -239,12 +239,41 @@ def balances_for(*, account) -> list[dict]:
     rows = []
     for asset in Asset.objects.order_by("code"):
         balance = balances.get(asset.code)
+        amount, order_margin, position_margin = (
+            (balance.amount, balance.order_margin, balance.position_margin) if balance else (Decimal(0),) * 3)
+        unrealized = account_unrealized_pnl(account_id=account.pk, asset_code=asset.code)
         rows.append({
-            "asset": asset,
-            "amount": balance.amount if balance else Decimal(0),
-            "order_margin": balance.order_margin if balance else Decimal(0),
-            "position_margin": balance.position_margin if balance else Decimal(0),
-            "unrealized": account_unrealized_pnl(account_id=account.pk, asset_code=asset.code),
-            "realized": realized.get(asset.code) or Decimal(0),
+            "asset": asset, "amount": amount, "order_margin": order_margin, "position_margin": position_margin,
+            "unrealized": unrealized, "realized": realized.get(asset.code) or Decimal(0),
+            # the same rule as accounts.selectors.available_balance: unrealized losses count, profits do not
+            "available": max(amount - order_margin - position_margin + min(unrealized, Decimal(0)), Decimal(0)),
         })
     return rows
+
+
+def open_orders_for(*, account, limit: int = 100) -> list[Order]:
+    return list(Order.objects.select_related("instrument").filter(account=account, ord_status__in=OPEN_STATUSES)
+                .order_by("-pk")[:limit])
+
+
+def recent_executions_for(*, account, limit: int = 50) -> list[Execution]:
+    return list(Execution.objects.select_related("instrument", "order").filter(account=account).order_by("-pk")[:limit])
+
+
+def recent_trades(*, instrument: Instrument, limit: int = 20) -> list[Execution]:
+    return list(Execution.objects.filter(instrument=instrument, last_liquidity_ind=Execution.Liquidity.REMOVED)
+                .order_by("-pk")[:limit])
+
+
+def market_overview(levels: int = 8) -> list[dict]:
+    """Per open instrument: last price, the top of the L2 book and the latest trades, for the home page."""
+    overview = []
+    for instrument in instruments(active_only=True):
+        book = order_book_l2(instrument=instrument, depth=levels)
+        overview.append({
+            "instrument": instrument,
+            "asks": [(price, size) for side, price, size in book if side == Side.SELL],
+            "bids": [(price, size) for side, price, size in book if side == Side.BUY],
+            "trades": recent_trades(instrument=instrument, limit=8),
+        })
+    return overview

@@ -141,6 +141,7 @@ def test_demo_book_is_a_sorted_uncrossed_ladder_with_fills():
     assert demo_book_depth() == book, "the demo is deterministic"
 
 
+@pytest.mark.django_db
 def test_home_page_shows_the_depth_table_and_fills(client):
     response = client.get("/")
     assert response.status_code == 200

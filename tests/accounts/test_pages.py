@@ -1,0 +1,35 @@
+import pytest
+from django.contrib.auth.models import User
+
+from accounts.models import Balance
+
+pytestmark = pytest.mark.django_db
+
+
+def test_signup_logs_in_and_the_faucet_funds_the_new_account(client, reference_data):
+    response = client.post("/account/signup/", {"username": "newbie", "password1": "a-long-passphrase-9",
+                                                 "password2": "a-long-passphrase-9"})
+    assert response.status_code == 302 and response["Location"] == "/account/"
+    client.post("/account/faucet/", {"asset": "USDT"})
+    user = User.objects.get(username="newbie")
+    assert Balance.objects.get(account__user=user, asset_id="USDT").amount == 100_000
+    page = client.get("/account/").content.decode()
+    assert 'id="balances"' in page and "100000" in page and 'id="positions"' in page
+
+
+def test_the_faucet_refuses_an_unknown_asset_with_a_message(client, make_trader):
+    account = make_trader()
+    client.force_login(account.user)
+    response = client.post("/account/faucet/", {"asset": "DOGE"}, follow=True)
+    assert "Choose an asset" in response.content.decode()
+
+
+def test_the_account_page_needs_a_login(client):
+    response = client.get("/account/")
+    assert response.status_code == 302 and "/account/login/" in response["Location"]
+
+
+def test_the_home_page_shows_every_market(client, reference_data):
+    page = client.get("/").content.decode()
+    for symbol in ("XBTUSD", "XBTUSDT", "ETHUSDT"):
+        assert f'id="market-{symbol}"' in page
