@@ -80,6 +80,13 @@ class Balance(models.Model):
 
 
 class LedgerTransaction(models.Model):
+    """Groups entries that sum to zero per asset: one deposit, one transfer, one trade's fees and PnL."""
+
+    id = models.BigAutoField(primary_key=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class LedgerEntry(models.Model):
     class Kind(models.TextChoices):
         DEPOSIT = "deposit"
         WITHDRAWAL = "withdrawal"
@@ -92,17 +99,13 @@ class LedgerTransaction(models.Model):
         INSURANCE_FUND = "insurance_fund"
 
     id = models.BigAutoField(primary_key=True)
-    kind = models.CharField(max_length=20, choices=Kind.choices)
-    reference = models.CharField(max_length=80, blank=True, default="", db_index=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-
-class LedgerEntry(models.Model):
-    id = models.BigAutoField(primary_key=True)
     transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="entries")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="ledger_entries")
-    asset = models.ForeignKey(Asset, on_delete=models.PROTECT)
+    # (account, asset, id) indexes both; single-column indexes would only slow the engine's writes
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False)
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, db_index=False)
     amount = models.DecimalField(**MONEY)  # signed: + credits the account
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    reference = models.CharField(max_length=80, blank=True, default="")  # e.g. "execution:<execID>"
 
     class Meta:
         indexes = [models.Index(fields=["account", "asset", "id"])]

@@ -84,9 +84,10 @@ def post_transaction(*, kind: str, legs: Sequence[Leg], reference: str = "",
     locked = dict(balances or {})
     if missing:
         locked.update(lock_balances(missing))
-    tx = LedgerTransaction.objects.create(kind=kind, reference=reference)
+    tx = LedgerTransaction.objects.create()
     LedgerEntry.objects.bulk_create(
-        LedgerEntry(transaction=tx, account_id=a, asset_id=s, amount=amount) for a, s, amount in legs)
+        LedgerEntry(transaction=tx, account_id=a, asset_id=s, amount=amount, kind=kind, reference=reference)
+        for a, s, amount in legs)
     changed = {}
     for account_id, asset_id, amount in legs:
         balance = locked[(account_id, asset_id)]
@@ -125,7 +126,7 @@ def deposit(*, account: Account, asset: Asset | str, amount: Decimal,
     if request_id and (done := CashMovement.objects.filter(request_id=request_id).first()):
         return done
     external = system_account(SystemAccount.EXTERNAL)
-    tx = post_transaction(kind=LedgerTransaction.Kind.DEPOSIT, reference=f"account:{account.pk}",
+    tx = post_transaction(kind=LedgerEntry.Kind.DEPOSIT, reference=f"account:{account.pk}",
                           legs=[(external.pk, asset.code, -amount), (account.pk, asset.code, amount)])
     return CashMovement.objects.create(request_id=request_id or uuid.uuid4(), kind=CashMovement.Kind.DEPOSIT,
                                        account=account, asset=asset, amount=amount, transaction=tx)
@@ -163,7 +164,7 @@ def withdraw(*, account: Account, asset: Asset | str, amount: Decimal,
     external = system_account(SystemAccount.EXTERNAL)
     balances = lock_balances([(account.pk, asset.code), (external.pk, asset.code)])
     _debit_available(balances, account, asset, amount)
-    tx = post_transaction(kind=LedgerTransaction.Kind.WITHDRAWAL, reference=f"account:{account.pk}",
+    tx = post_transaction(kind=LedgerEntry.Kind.WITHDRAWAL, reference=f"account:{account.pk}",
                           balances=balances,
                           legs=[(account.pk, asset.code, -amount), (external.pk, asset.code, amount)])
     return CashMovement.objects.create(request_id=request_id or uuid.uuid4(), kind=CashMovement.Kind.WITHDRAWAL,
@@ -182,6 +183,6 @@ def transfer(*, source: Account, target: Account, asset: Asset | str, amount: De
         raise ValueError("transfers move funds between accounts of one user")
     balances = lock_balances([(source.pk, asset.code), (target.pk, asset.code)])
     _debit_available(balances, source, asset, amount)
-    return post_transaction(kind=LedgerTransaction.Kind.TRANSFER, balances=balances,
+    return post_transaction(kind=LedgerEntry.Kind.TRANSFER, balances=balances,
                             reference=reference or f"transfer:{source.pk}->{target.pk}",
                             legs=[(source.pk, asset.code, -amount), (target.pk, asset.code, amount)])

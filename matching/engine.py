@@ -8,18 +8,20 @@ orders, and commands are applied only while their rows are still pending, so a c
 redelivered entry never loses or repeats anything (docs/ENGINE.md).
 """
 import logging
+import random
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
-from accounts.models import LedgerTransaction, SystemAccount
+from accounts.models import LedgerEntry, SystemAccount
 from accounts.services import system_account
 from matching import contracts, streams
 from matching.book import (
@@ -34,6 +36,8 @@ from matching.signals import batch_committed
 
 log = logging.getLogger(__name__)
 
+ADDED, REMOVED = Execution.Liquidity.ADDED.value, Execution.Liquidity.REMOVED.value
+FEE, REALIZED_PNL = LedgerEntry.Kind.FEE.value, LedgerEntry.Kind.REALIZED_PNL.value
 TIF_CODES = {TimeInForce.GOOD_TILL_CANCEL: GTC, TimeInForce.IMMEDIATE_OR_CANCEL: IOC, TimeInForce.FILL_OR_KILL: FOK}
 CANCEL_TEXT = {
     CR_USER: "Canceled: Cancel from user",
@@ -43,6 +47,33 @@ CANCEL_TEXT = {
     CR_STP: "Canceled: self-trade prevention",
 }
 SWEEP_AGE = timedelta(seconds=2)
+
+
+LIVE_ORDER_FIELDS = (
+    "pk", "account_id", "side", "ord_type", "time_in_force", "exec_inst", "price", "stop_px", "protect_price",
+    "peg_offset_value", "order_qty", "leaves_qty", "cum_qty", "cum_notional", "ord_status", "triggered",
+    "margin_reserved", "priority", "created_at", "text", "ord_rej_reason", "working_indicator", "instrument_id",
+)
+COMMAND_FIELDS = ("pk", "kind", "order_id", "order__instrument_id", "order__account_id", "order__ord_status",
+                  "new_price", "new_stop_px", "new_leaves_qty", "margin_delta", "new_margin", "text")
+
+
+@dataclass(slots=True)
+class Command:
+    """A cancel or amend as the engine reads it."""
+
+    pk: int
+    kind: str
+    order_id: int
+    instrument_id: int
+    account_id: int
+    order_status: str
+    new_price: Decimal | None
+    new_stop_px: Decimal | None
+    new_leaves_qty: int | None
+    margin_delta: Decimal
+    new_margin: Decimal | None
+    text: str
 
 
 @dataclass(slots=True)
@@ -71,14 +102,13 @@ class LiveOrder:
     text: str = ""
     ord_rej_reason: str = ""
     working: bool = False
+    instrument_id: int = 0
 
     @classmethod
-    def from_row(cls, o: Order) -> "LiveOrder":
-        return cls(o.pk, o.account_id, o.side, o.ord_type, o.time_in_force,
-                   frozenset(filter(None, o.exec_inst.split(","))), o.price, o.stop_px, o.protect_price,
-                   o.peg_offset_value, o.order_qty, o.leaves_qty, o.cum_qty, o.cum_notional, o.ord_status,
-                   o.triggered, o.margin_reserved, o.priority, o.created_at, o.text, o.ord_rej_reason,
-                   o.working_indicator)
+    def load(cls, orders) -> list["LiveOrder"]:
+        """The live copies of a queryset of orders, read as plain values (no model instances)."""
+        return [cls(pk, account_id, side, ord_type, tif, frozenset(filter(None, exec_inst.split(","))), *rest)
+                for pk, account_id, side, ord_type, tif, exec_inst, *rest in orders.values_list(*LIVE_ORDER_FIELDS)]
 
     @property
     def reduce_only(self) -> bool:
@@ -113,15 +143,17 @@ class Batch:
     """Everything one batch changes, written in one transaction."""
 
     orders: dict = field(default_factory=dict)  # pk -> LiveOrder
-    executions: list = field(default_factory=list)
+    executions: list = field(default_factory=list)  # tuples in persistence.EXECUTION_COLUMNS order
+    execution_ids: list = field(default_factory=list)  # filled in when written
     positions: dict = field(default_factory=dict)  # (instrument_pk, account_id) -> LivePosition
     # (account_id, asset) -> [amount, order_margin, position_margin] deltas; margins also from positions
     balances: dict = field(default_factory=dict)
-    ledger: list = field(default_factory=list)  # (kind, reference, legs)
+    transactions: list = field(default_factory=list)  # creation time of each ledger transaction
+    ledger: list = field(default_factory=list)  # (transaction index, account, asset, amount, kind, reference)
     commands: dict = field(default_factory=dict)  # pk -> (status, reason)
     instruments: set = field(default_factory=set)
-    trades: list = field(default_factory=list)  # (symbol, Execution of the taker)
-    applied: list = field(default_factory=list)  # ("order" | "command", pk) to wake waiting requests
+    applied: list = field(default_factory=list)  # ("order" | "command", pk) applied by this batch
+    waiting: set = field(default_factory=set)  # the applied entries whose requests wait for a reply
 
     def balance(self, account_id: int, asset: str) -> list:
         return self.balances.setdefault((account_id, asset), [Decimal(0), Decimal(0), Decimal(0)])
@@ -179,6 +211,8 @@ class Engine:
         self.by_symbol: dict[str, SymbolState] = {}
         self.last_sweep = 0.0
         self.stale = True  # the books do not match the database until rebuild()
+        self.in_flight = None  # (future, batch, stream acks) of the batch committing on the writer thread
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-writer")
 
     # ---------- start and recovery ----------
 
@@ -192,8 +226,7 @@ class Engine:
                                             ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED])
                        .order_by("priority", "pk"))
             records = []
-            for row in resting.iterator(chunk_size=10_000):
-                order = LiveOrder.from_row(row)
+            for order in LiveOrder.load(resting):
                 state.orders[order.pk] = order
                 if order.reduce_only:
                     state.reduce_only.add(order.pk)
@@ -204,8 +237,9 @@ class Engine:
             snapshot = _pack(records)
             assert len(records) % SNAPSHOT_FIELDS == 0
             state.book.restore(snapshot)
-            for row in Order.objects.filter(instrument=state.instrument, ord_status=OrdStatus.UNTRIGGERED).order_by("pk"):
-                state.conditional[row.pk] = LiveOrder.from_row(row)
+            untriggered = Order.objects.filter(instrument=state.instrument, ord_status=OrdStatus.UNTRIGGERED)
+            for order in LiveOrder.load(untriggered.order_by("pk")):
+                state.conditional[order.pk] = order
             for account_id, qty, entry, realized, cum, opened in selectors.engine_positions(state.instrument.pk):
                 state.positions[account_id] = LivePosition(account_id, qty, entry, realized, cum, opened)
         self.fees_account_id = system_account(SystemAccount.FEES).pk
@@ -227,39 +261,54 @@ class Engine:
     # ---------- the loop ----------
 
     def run(self, stop=lambda: False) -> None:
-        """Applies batches until stop() is true; a failed batch is retried after a rebuild."""
+        """Applies batches until stop() is true; a failed batch is retried after a rebuild.
+
+        Pipelined: while batch N commits on the writer thread, batch N+1 is matched in memory;
+        N's stream entries are acknowledged only after its commit."""
         self.stale = True
         replay = True
-        while not stop():
-            try:
-                if self.stale:
-                    self.rebuild()
+        try:
+            while not stop():
+                try:
+                    if self.stale:
+                        self.drop_in_flight()
+                        self.rebuild()
+                        replay = True
+                    if replay:
+                        self.process_pending_entries()
+                        replay = False
+                    self.step(pipelined=True)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    log.warning("redis unavailable; retrying")
+                    time.sleep(0.5)
                     replay = True
-                if replay:
-                    self.process_pending_entries()
-                    replay = False
-                self.step()
-            except (redis.ConnectionError, redis.TimeoutError):
-                log.warning("redis unavailable; retrying")
-                time.sleep(0.5)
-                replay = True
-            except redis.ResponseError as error:
-                if "NOGROUP" not in str(error):
-                    raise
-                self._ensure_groups()  # Redis restarted empty: the sweep recovers what was queued
-            except Exception:  # rolled back: rebuild, then the unacknowledged entries come again
-                log.exception("engine step failed")
-                time.sleep(1)
-                self.stale = replay = True
+                except redis.ResponseError as error:
+                    if "NOGROUP" not in str(error):
+                        raise
+                    self._ensure_groups()  # Redis restarted empty: the sweep recovers what was queued
+                except Exception:  # rolled back: rebuild, then the unacknowledged entries come again
+                    log.exception("engine step failed")
+                    time.sleep(1)
+                    self.stale = replay = True
+            self.finish_in_flight()
+        finally:
+            self.writer.submit(connections.close_all).result()  # the writer thread's own connection
+            self.writer.shutdown(wait=True)
 
-    def step(self) -> int:
-        """Reads and applies one batch of new stream entries; returns how many entries it applied."""
-        if time.monotonic() - self.last_sweep > 1.0:
-            self.sweep()
+    def step(self, pipelined: bool = False) -> int:
+        """Reads and applies one batch of new stream entries; returns how many entries it read.
+
+        Once the stream is drained, a sweep applies what was stored but never reached the stream."""
         keys = {streams.stream_key(symbol): ">" for symbol in self.by_symbol}
-        reply = streams.client().xreadgroup(streams.GROUP, self.consumer, keys, count=self.batch_size,
-                                            block=self.block_ms)
-        return self.apply_stream_reply(reply)
+        # with a batch committing, only poll: its acknowledgements and replies should not wait
+        block = None if self.in_flight else self.block_ms
+        reply = streams.client().xreadgroup(streams.GROUP, self.consumer, keys, count=self.batch_size, block=block)
+        read = self.apply_stream_reply(reply, pipelined)
+        if read < self.batch_size:
+            self.finish_in_flight()
+            if time.monotonic() - self.last_sweep > 1.0:
+                self.sweep()
+        return read
 
     def process_pending_entries(self) -> None:
         """Entries delivered before a crash but never acknowledged are read again from id 0."""
@@ -270,8 +319,8 @@ class Engine:
                 return
             self.apply_stream_reply(reply)
 
-    def apply_stream_reply(self, reply) -> int:
-        entries, acks = [], {}
+    def apply_stream_reply(self, reply, pipelined: bool = False) -> int:
+        entries, acks, waiting = [], {}, set()
         for stream, items in reply or []:
             stream = stream.decode() if isinstance(stream, bytes) else stream
             for entry_id, fields in items:
@@ -283,14 +332,33 @@ class Engine:
                     continue
                 if kind in ("order", "command"):
                     entries.append((kind, pk))
-        if acks:
-            self.apply_entries(entries)
-            pipe = streams.client().pipeline(transaction=False)
-            for stream, ids in acks.items():
-                pipe.xack(stream, streams.GROUP, *ids)
-                pipe.xdel(stream, *ids)
-            pipe.execute()
+                    if fields.get(b"reply"):
+                        waiting.add((kind, pk))
+        if not acks:
+            return 0
+        batch = self.prepare(entries, waiting)
+        self.finish_in_flight()
+        if pipelined:
+            self.in_flight = (self.writer.submit(self.commit, batch), batch, acks)
+        else:
+            self.commit(batch)
+            self.after_commit(batch, acks)
         return len(entries)
+
+    def finish_in_flight(self) -> None:
+        """Waits for the batch on the writer thread; once committed, acknowledges and announces it."""
+        if self.in_flight is None:
+            return
+        future, batch, acks = self.in_flight
+        self.in_flight = None
+        future.result()  # a failed commit raises here, with self.stale set
+        self.after_commit(batch, acks)
+
+    def drop_in_flight(self) -> None:
+        """Lets a committing batch end, whatever its outcome, before the books are rebuilt from the database."""
+        if self.in_flight is not None:
+            wait([self.in_flight[0]])
+            self.in_flight = None
 
     def sweep(self) -> None:
         """Applies stored orders and commands whose stream entry never arrived (lost or Redis restarted)."""
@@ -300,52 +368,84 @@ class Engine:
             log.info("sweep: applied %d orders and commands that had no stream entry", applied)
 
     def apply_stored(self, older_than=None) -> int:
-        """Applies pending orders, then pending commands, straight from the database, oldest first."""
+        """Applies pending orders and commands straight from the database, in the order they were stored."""
+        self.finish_in_flight()
         instruments = list(self.states)
         orders = Order.objects.filter(instrument__in=instruments, ord_status=OrdStatus.PENDING_NEW)
         commands = OrderCommand.objects.filter(order__instrument__in=instruments, status=OrderCommand.Status.PENDING)
         if older_than is not None:
             orders, commands = orders.filter(created_at__lt=older_than), commands.filter(created_at__lt=older_than)
-        entries = [("order", pk) for pk in orders.order_by("pk").values_list("pk", flat=True)[:self.batch_size]]
-        entries += [("command", pk) for pk in commands.order_by("pk").values_list("pk", flat=True)[:self.batch_size]]
+        stored = [(at, "order", pk) for pk, at in orders.order_by("pk").values_list("pk", "created_at")[:self.batch_size]]
+        stored += [(at, "command", pk) for pk, at in commands.order_by("pk").values_list("pk", "created_at")[:self.batch_size]]
+        entries = [(kind, pk) for _, kind, pk in sorted(stored)][:self.batch_size]
         if entries:
             self.apply_entries(entries)
         return len(entries)
 
     # ---------- a batch ----------
 
-    def apply_entries(self, entries: list[tuple[str, int]]) -> Batch:
-        """Applies entries in order and commits their effects; on failure rebuilds from the database."""
-        batch = Batch()
+    def apply_entries(self, entries: list[tuple[str, int]], waiting: set = frozenset()) -> Batch:
+        """Applies entries in order and commits their effects before it returns."""
+        self.finish_in_flight()
+        batch = self.prepare(entries, waiting)
+        self.commit(batch)
+        self.after_commit(batch)
+        return batch
+
+    def prepare(self, entries: list[tuple[str, int]], waiting: set = frozenset()) -> Batch:
+        """Applies entries to the books in memory; the batch holds everything to write."""
+        batch = Batch(waiting=waiting)
+        # entries of the batch still committing look pending in the database: never apply them twice
+        committing = set(self.in_flight[1].applied) if self.in_flight else set()
         try:
-            pending_orders = {o.pk: o for o in Order.objects.filter(
-                pk__in=[pk for kind, pk in entries if kind == "order"], ord_status=OrdStatus.PENDING_NEW,
-                instrument__in=list(self.states))}
-            commands = {c.pk: c for c in OrderCommand.objects.select_related("order").filter(
-                pk__in=[pk for kind, pk in entries if kind == "command"], status=OrderCommand.Status.PENDING,
-                order__instrument__in=list(self.states))}
+            pending_orders = {o.pk: o for o in LiveOrder.load(Order.objects.filter(
+                pk__in=[pk for kind, pk in entries if kind == "order" and (kind, pk) not in committing],
+                ord_status=OrdStatus.PENDING_NEW, instrument__in=list(self.states)))}
+            commands = {c[0]: Command(*c) for c in OrderCommand.objects.filter(
+                pk__in=[pk for kind, pk in entries if kind == "command" and (kind, pk) not in committing],
+                status=OrderCommand.Status.PENDING, order__instrument__in=list(self.states)).values_list(*COMMAND_FIELDS)}
             for kind, pk in entries:
                 if kind == "order" and pk in pending_orders:
-                    row = pending_orders.pop(pk)
-                    self.apply_new_order(self.states[row.instrument_id], LiveOrder.from_row(row), batch)
+                    order = pending_orders.pop(pk)
+                    self.apply_new_order(self.states[order.instrument_id], order, batch)
                     batch.applied.append(("order", pk))
                 elif kind == "command" and pk in commands:
                     self.apply_command(commands.pop(pk), batch, pending_orders)
                     batch.applied.append(("command", pk))
-            if batch.applied:
-                with transaction.atomic():
-                    persistence.write_batch(self, batch)
+        except Exception:
+            log.exception("batch failed before writing; the books are rebuilt from the database")
+            self.stale = True
+            raise
+        return batch
+
+    def commit(self, batch: Batch) -> None:
+        """Writes the batch in one transaction (on the writer thread when pipelined)."""
+        if not batch.applied:
+            return
+        try:
+            with transaction.atomic():
+                persistence.write_batch(self, batch)
         except Exception:
             log.exception("batch failed: nothing of it was written; the books are rebuilt from the database")
             self.stale = True
             raise
-        if batch.applied:
+
+    def after_commit(self, batch: Batch, acks: dict | None = None) -> None:
+        """Acknowledges the stream entries, wakes waiting requests and announces the batch."""
+        if acks:
+            pipe = streams.client().pipeline(transaction=False)
+            for stream, ids in acks.items():
+                pipe.xack(stream, streams.GROUP, *ids)
+                pipe.xdel(stream, *ids)
+            pipe.execute()
+        replies = [entry for entry in batch.applied if entry in batch.waiting]
+        if replies:
             try:
-                streams.notify_applied(batch.applied)
+                streams.notify_applied(replies)
             except redis.RedisError:
                 pass  # waiting requests time out and read the order from the database
+        if batch.applied:
             batch_committed.send(sender=Engine, batch=batch, engine=self)
-        return batch
 
     # ---------- orders ----------
 
@@ -449,11 +549,14 @@ class Engine:
 
     def _fill(self, state: SymbolState, taker: LiveOrder, maker: LiveOrder, price: Decimal, qty: int,
               batch: Batch) -> None:
+        """Both sides of one match: orders, margin, positions, an execution each, and one ledger transaction."""
         now = timezone.now()
-        match_id = uuid.uuid4()
+        match_id = fast_uuid4()
         instrument = state.instrument
-        for order, liquidity, rate in ((maker, Execution.Liquidity.ADDED, instrument.maker_fee),
-                                       (taker, Execution.Liquidity.REMOVED, instrument.taker_fee)):
+        asset = state.asset
+        transaction = len(batch.transactions)
+        batch.transactions.append(now)
+        for order, liquidity, rate in ((maker, ADDED, instrument.maker_fee), (taker, REMOVED, instrument.taker_fee)):
             leaves_before = order.leaves_qty
             order.leaves_qty -= qty
             order.cum_qty += qty
@@ -478,28 +581,27 @@ class Engine:
             position.cum_realized_pnl += change.realized_pnl
             batch.positions[(instrument.pk, order.account_id)] = position
             fee = contracts.fee(qty, price, rate, state.terms)
-            reference = f"trade:{match_id}:{order.pk}"
+            exec_id = fast_uuid4()
+            reference = f"execution:{exec_id}"
             if fee:
-                self._post(batch, LedgerTransaction.Kind.FEE, reference, state.asset,
-                           [(order.account_id, -fee), (self.fees_account_id, fee)])
+                self._post(batch, transaction, FEE, reference, asset, order.account_id, self.fees_account_id, fee)
             if change.realized_pnl:
-                pnl = change.realized_pnl
-                self._post(batch, LedgerTransaction.Kind.REALIZED_PNL, reference, state.asset,
-                           [(self.clearing_account_id, -pnl), (order.account_id, pnl)])
-            batch.executions.append(Execution(
-                order_id=order.pk, account_id=order.account_id, instrument_id=instrument.pk, trd_match_id=match_id,
-                side=order.side, last_qty=qty, last_px=price, last_liquidity_ind=liquidity, commission=rate,
-                exec_comm=fee, realized_pnl=change.realized_pnl, leaves_qty=order.leaves_qty, cum_qty=order.cum_qty,
-                ord_status=order.ord_status, created_at=now))
-        batch.trades.append((instrument.symbol, taker.side, qty, price, match_id, now))
+                self._post(batch, transaction, REALIZED_PNL, reference, asset, self.clearing_account_id,
+                           order.account_id, change.realized_pnl)
+            batch.executions.append((
+                exec_id, order.pk, order.account_id, instrument.pk, match_id, order.side, qty, price, "Trade", liquidity,
+                rate, fee, change.realized_pnl, order.leaves_qty, order.cum_qty, order.ord_status, now))
         state.last_price = price
         batch.instruments.add(instrument.pk)
 
     @staticmethod
-    def _post(batch: Batch, kind: str, reference: str, asset: str, legs: list[tuple[int, Decimal]]) -> None:
-        batch.ledger.append((kind, reference, [(account_id, asset, amount) for account_id, amount in legs]))
-        for account_id, amount in legs:
-            batch.balance(account_id, asset)[0] += amount
+    def _post(batch: Batch, transaction: int, kind: str, reference: str, asset: str, payer: int, payee: int,
+              amount: Decimal) -> None:
+        """Two ledger entries: amount moves from payer to payee (a negative amount moves back)."""
+        batch.ledger.append((transaction, payer, asset, -amount, kind, reference))
+        batch.ledger.append((transaction, payee, asset, amount, kind, reference))
+        batch.balance(payer, asset)[0] -= amount
+        batch.balance(payee, asset)[0] += amount
 
     def _after_trades(self, state: SymbolState, batch: Batch) -> None:
         self._check_triggers(state, batch)
@@ -570,20 +672,23 @@ class Engine:
 
     # ---------- cancel and amend ----------
 
-    def apply_command(self, command: OrderCommand, batch: Batch, pending_orders: dict) -> None:
-        state = self.states[command.order.instrument_id]
+    def apply_command(self, command: Command, batch: Batch, pending_orders: dict) -> None:
+        state = self.states[command.instrument_id]
         order_pk = command.order_id
         if order_pk in pending_orders:  # its order came in the same batch, after it: apply that first
-            row = pending_orders.pop(order_pk)
-            self.apply_new_order(state, LiveOrder.from_row(row), batch)
+            self.apply_new_order(state, pending_orders.pop(order_pk), batch)
             batch.applied.append(("order", order_pk))
         order = state.orders.get(order_pk) or state.conditional.get(order_pk)
-        if order is None and command.order.ord_status == OrdStatus.PENDING_NEW and order_pk not in batch.orders:
+        # an order this batch or the one still committing has ended: the database does not know yet
+        recent = batch.orders.get(order_pk) or (self.in_flight[1].orders.get(order_pk) if self.in_flight else None)
+        if order is None and recent is None and command.order_status == OrdStatus.PENDING_NEW:
             # its order's entry is lost or late: the order goes first, as it was submitted first
-            self.apply_new_order(state, LiveOrder.from_row(command.order), batch)
+            (late,) = LiveOrder.load(Order.objects.filter(pk=order_pk))
+            self.apply_new_order(state, late, batch)
             order = state.orders.get(order_pk) or state.conditional.get(order_pk)
+            recent = batch.orders.get(order_pk)
         if order is None:
-            status = batch.orders[order_pk].ord_status if order_pk in batch.orders else command.order.ord_status
+            status = recent.ord_status if recent else command.order_status
             verb = "cancel" if command.kind == OrderCommand.Kind.CANCEL else "amend"
             self._reject_command(state, command, batch, f"Unable to {verb} order due to existing state: {status}")
             return
@@ -598,12 +703,12 @@ class Engine:
             self._amend(state, order, command, batch)
         batch.commands[command.pk] = (OrderCommand.Status.DONE, "")
 
-    def _reject_command(self, state: SymbolState, command: OrderCommand, batch: Batch, reason: str) -> None:
+    def _reject_command(self, state: SymbolState, command: Command, batch: Batch, reason: str) -> None:
         if command.margin_delta:
-            batch.balance(command.order.account_id, state.asset)[1] -= command.margin_delta
+            batch.balance(command.account_id, state.asset)[1] -= command.margin_delta
         batch.commands[command.pk] = (OrderCommand.Status.REJECTED, reason)
 
-    def _amend(self, state: SymbolState, order: LiveOrder, command: OrderCommand, batch: Batch) -> None:
+    def _amend(self, state: SymbolState, order: LiveOrder, command: Command, batch: Batch) -> None:
         order.margin_reserved += command.margin_delta
         if command.new_stop_px is not None:
             order.stop_px = command.new_stop_px
@@ -631,9 +736,19 @@ class Engine:
         self._apply_events(state, events, batch)
         self._after_trades(state, batch)
 
-    def _cap_margin(self, state: SymbolState, order: LiveOrder, command: OrderCommand, batch: Batch) -> None:
+    def _cap_margin(self, state: SymbolState, order: LiveOrder, command: Command, batch: Batch) -> None:
         if command.new_margin is not None and order.margin_reserved > command.new_margin:
             self._release_margin(state, order, order.margin_reserved - command.new_margin, batch)
+
+
+_ids = random.Random()  # seeded once from the OS
+
+
+def fast_uuid4() -> uuid.UUID:
+    """A random (version 4) UUID for execution and match ids. uuid.uuid4() reads the OS's random
+    source for every id, which costs more than the rest of a fill; these ids need to be unique,
+    not secret."""
+    return uuid.UUID(int=_ids.getrandbits(128), version=4)
 
 
 def _pack(values: list[int]) -> bytes:

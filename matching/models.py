@@ -101,8 +101,9 @@ OPEN_STATUSES = (OrdStatus.PENDING_NEW, OrdStatus.NEW, OrdStatus.PARTIALLY_FILLE
 class Order(models.Model):
     id = models.BigAutoField(primary_key=True)  # also the order's id in the C book
     order_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)  # BitMEX orderID
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders")
-    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders")
+    # indexed by the composite indexes below; single-column indexes would only slow the engine's writes
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders", db_index=False)
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="orders", db_index=False)
     cl_ord_id = models.CharField(max_length=64, blank=True, default="")
     side = models.CharField(max_length=4, choices=Side.choices)
     ord_type = models.CharField(max_length=16, choices=OrdType.choices)
@@ -141,6 +142,7 @@ class Order(models.Model):
             models.Index(fields=["instrument", "ord_status"], condition=Q(ord_status__in=OPEN_STATUSES),
                          name="order_open_by_instrument"),
             models.Index(fields=["account", "-created_at"]),
+            models.Index(fields=["instrument", "-created_at"]),
         ]
 
     def __str__(self):
@@ -193,9 +195,9 @@ class Execution(models.Model):
     id = models.BigAutoField(primary_key=True)
     exec_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="executions")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="executions")
-    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="executions")
-    trd_match_id = models.UUIDField(db_index=True)  # shared by the two sides of a trade
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="executions", db_index=False)
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="executions", db_index=False)
+    trd_match_id = models.UUIDField()  # shared by the two sides of a trade
     side = models.CharField(max_length=4, choices=Side.choices)
     last_qty = models.BigIntegerField()
     last_px = models.DecimalField(**PRICE)
@@ -208,7 +210,7 @@ class Execution(models.Model):
     leaves_qty = models.BigIntegerField()
     cum_qty = models.BigIntegerField()
     ord_status = models.CharField(max_length=16, choices=OrdStatus.choices)
-    created_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField()
 
     class Meta:
         indexes = [models.Index(fields=["account", "-id"]), models.Index(fields=["instrument", "-id"])]

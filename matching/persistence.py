@@ -1,31 +1,82 @@
 """Writes one engine batch: positions, balances, ledger, orders, executions, commands, prices.
 
-Called inside the batch's transaction. Rows are written in bulk, with one statement per table
-where PostgreSQL allows it; balance rows are locked in primary-key order, after positions, as
-everywhere else in the project, so concurrent requests cannot deadlock with the engine.
+Called inside the batch's transaction. Each table gets one statement whose rows travel as arrays
+(`unnest`), so the SQL text stays small whatever the batch size. Balance rows are locked in
+primary-key order, after positions, as everywhere else in the project, so concurrent requests
+cannot deadlock with the engine.
 """
 from decimal import Decimal
 
+import psycopg
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from accounts.models import Balance, LedgerEntry, LedgerTransaction
 from matching import contracts
-from matching.models import Execution
+
+EXECUTION_COLUMNS = [
+    ("exec_id", "uuid"), ("order_id", "bigint"), ("account_id", "bigint"), ("instrument_id", "bigint"),
+    ("trd_match_id", "uuid"), ("side", "text"), ("last_qty", "bigint"), ("last_px", "numeric"),
+    ("exec_type", "text"), ("last_liquidity_ind", "text"), ("commission", "numeric"), ("exec_comm", "numeric"),
+    ("realized_pnl", "numeric"), ("leaves_qty", "bigint"), ("cum_qty", "bigint"), ("ord_status", "text"),
+    ("created_at", "timestamptz"),
+]
+ORDER_COLUMNS = [
+    ("id", "bigint"), ("ord_status", "text"), ("leaves_qty", "bigint"), ("cum_qty", "bigint"),
+    ("order_qty", "bigint"), ("cum_notional", "numeric"), ("avg_px", "numeric"), ("price", "numeric"),
+    ("stop_px", "numeric"), ("protect_price", "numeric"), ("triggered", "text"), ("working_indicator", "boolean"),
+    ("ord_rej_reason", "text"), ("text", "text"), ("margin_reserved", "numeric"), ("priority", "bigint"),
+    ("updated_at", "timestamptz"),
+]
+LEDGER_COLUMNS = [("transaction_id", "bigint"), ("account_id", "bigint"), ("asset_id", "text"),
+                  ("amount", "numeric"), ("kind", "text"), ("reference", "text")]
 
 
-def update_rows(table: str, columns: list[tuple[str, str]], rows: list[tuple]) -> None:
-    """UPDATE table SET columns FROM (VALUES rows) WHERE id matches; the first column is the id."""
+def raw_cursor():
+    """A cursor of the connection Django's transaction runs on, sending parameters in binary:
+    arrays of thousands of values cost far less to send that way than as quoted text."""
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+def _arrays(columns, rows) -> tuple[str, list]:
+    """`unnest(%s::t1[], %s::t2[], ...)` and one list per column."""
+    unnest = "unnest(" + ", ".join(f"%b::{sqltype}[]" for _, sqltype in columns) + ")"
+    return unnest, [list(values) for values in zip(*rows)] if rows else [[] for _ in columns]
+
+
+def next_ids(table: str, count: int) -> list[int]:
+    """count new primary keys from the table's sequence, so rows can be copied in with their ids."""
+    with raw_cursor() as cursor:
+        cursor.execute(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %b)", [count])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def copy_rows(table: str, columns, rows) -> None:
+    """Inserts rows with COPY, the fastest way into PostgreSQL."""
     if not rows:
         return
-    names = [name for name, _ in columns]
-    row_sql = "(" + ", ".join(f"%s::{sqltype}" for _, sqltype in columns) + ")"
-    assignments = ", ".join(f"{name} = v.{name}" for name in names[1:])
-    sql = (f"UPDATE {table} AS t SET {assignments} FROM (VALUES {', '.join([row_sql] * len(rows))}) "
-           f"AS v({', '.join(names)}) WHERE t.{names[0]} = v.{names[0]}")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [value for row in rows for value in row])
+    with raw_cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({', '.join(n for n, _ in columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def update_rows(table: str, columns, rows) -> None:
+    """UPDATE table SET columns FROM the rows, matched on the first column (the rows travel by COPY)."""
+    if not rows:
+        return
+    names = [n for n, _ in columns]
+    staging = f"staging_{table}"
+    with raw_cursor() as cursor:
+        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
+                       f"({', '.join(f'{n} {sqltype}' for n, sqltype in columns)}) ON COMMIT DELETE ROWS")
+        with cursor.copy(f"COPY {staging} ({', '.join(names)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        assignments = ", ".join(f"{n} = v.{n}" for n in names[1:])
+        cursor.execute(f"UPDATE {table} AS t SET {assignments} FROM {staging} AS v WHERE t.{names[0]} = v.{names[0]}")
+        cursor.execute(f"DELETE FROM {staging}")  # the commit empties it too; a second update in the batch must not see these
 
 
 def write_batch(engine, batch) -> None:
@@ -34,7 +85,9 @@ def write_batch(engine, batch) -> None:
     _write_balances(batch)
     _write_ledger(batch)
     _write_orders(batch, now)
-    Execution.objects.bulk_create(batch.executions, batch_size=2000)
+    batch.execution_ids = next_ids("matching_execution", len(batch.executions))
+    copy_rows("matching_execution", [("id", "bigint"), *EXECUTION_COLUMNS],
+              [(pk, *row) for pk, row in zip(batch.execution_ids, batch.executions)])
     update_rows("matching_ordercommand", [("id", "bigint"), ("status", "text"), ("reason", "text")],
                 [(pk, status, reason[:200]) for pk, (status, reason) in batch.commands.items()])
     _write_prices(engine, batch)
@@ -44,27 +97,27 @@ def _write_positions(engine, batch, now) -> None:
     """Stores the engine's quantities and entry values; margin follows each position's current leverage."""
     if not batch.positions:
         return
-    keys = sorted(batch.positions)
     states = engine.states
-    default_leverage = {pk: min(settings.DEFAULT_LEVERAGE, s.instrument.max_leverage) for pk, s in states.items()}
-    values = ", ".join(["(%s::bigint, %s::bigint, %s::bigint, %s::numeric, %s::numeric, %s::numeric, "
-                        "%s::numeric, %s::timestamptz, %s::timestamptz)"] * len(keys))
-    params = []
-    for instrument_pk, account_id in keys:
-        p = batch.positions[(instrument_pk, account_id)]
-        params += [account_id, instrument_pk, p.qty, p.entry_value, p.realized_pnl, p.cum_realized_pnl,
-                   default_leverage[instrument_pk], p.opened_at, now]
-    sql = f"""
-        INSERT INTO matching_position AS p (account_id, instrument_id, current_qty, entry_value, realized_pnl,
-                                            cum_realized_pnl, leverage, opened_at, updated_at, cross_margin, margin)
-        SELECT v.*, TRUE, 0 FROM (VALUES {values}) AS v
-        ON CONFLICT (account_id, instrument_id) DO UPDATE SET
-            current_qty = EXCLUDED.current_qty, entry_value = EXCLUDED.entry_value,
-            realized_pnl = EXCLUDED.realized_pnl, cum_realized_pnl = EXCLUDED.cum_realized_pnl,
-            opened_at = EXCLUDED.opened_at, updated_at = EXCLUDED.updated_at
-        RETURNING p.id, p.account_id, p.instrument_id, p.current_qty, p.entry_value, p.leverage, p.margin"""
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    rows = []
+    for (instrument_pk, account_id), p in sorted(batch.positions.items()):
+        leverage = min(settings.DEFAULT_LEVERAGE, states[instrument_pk].instrument.max_leverage)
+        rows.append((account_id, instrument_pk, p.qty, p.entry_value, p.realized_pnl, p.cum_realized_pnl,
+                     leverage, p.opened_at, now))
+    unnest, params = _arrays([("account_id", "bigint"), ("instrument_id", "bigint"), ("current_qty", "bigint"),
+                              ("entry_value", "numeric"), ("realized_pnl", "numeric"),
+                              ("cum_realized_pnl", "numeric"), ("leverage", "numeric"),
+                              ("opened_at", "timestamptz"), ("updated_at", "timestamptz")], rows)
+    with raw_cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO matching_position AS p (account_id, instrument_id, current_qty, entry_value, realized_pnl,
+                                                cum_realized_pnl, leverage, opened_at, updated_at, cross_margin, margin)
+            SELECT v.*, TRUE, 0 FROM {unnest} AS v
+            ON CONFLICT (account_id, instrument_id) DO UPDATE SET
+                current_qty = EXCLUDED.current_qty, entry_value = EXCLUDED.entry_value,
+                realized_pnl = EXCLUDED.realized_pnl, cum_realized_pnl = EXCLUDED.cum_realized_pnl,
+                opened_at = EXCLUDED.opened_at, updated_at = EXCLUDED.updated_at
+            RETURNING p.id, p.account_id, p.instrument_id, p.current_qty, p.entry_value, p.leverage, p.margin""",
+                       params)
         returned = cursor.fetchall()
     margins = []
     for pk, account_id, instrument_pk, qty, entry_value, leverage, margin in returned:
@@ -80,47 +133,37 @@ def _write_positions(engine, batch, now) -> None:
 
 
 def _write_balances(batch) -> None:
-    changes = {key: d for key, d in batch.balances.items() if any(d)}
+    changes = sorted((key, d) for key, d in batch.balances.items() if any(d))
     if not changes:
         return
-    Balance.objects.bulk_create([Balance(account_id=a, asset_id=s) for a, s in changes], ignore_conflicts=True)
-    rows = list(Balance.objects.select_for_update(no_key=True)
-                .filter(account_id__in={a for a, _ in changes}, asset_id__in={s for _, s in changes})
-                .order_by("pk").values_list("pk", "account_id", "asset_id"))
-    update = []
-    for pk, account_id, asset_id in rows:
-        delta = changes.get((account_id, asset_id))
-        if delta:
-            update.append((pk, *delta))
-    with connection.cursor() as cursor:
-        values = ", ".join(["(%s::bigint, %s::numeric, %s::numeric, %s::numeric)"] * len(update))
-        cursor.execute(
-            f"""UPDATE accounts_balance AS b SET amount = b.amount + v.amount,
-                    order_margin = b.order_margin + v.order_margin,
-                    position_margin = b.position_margin + v.position_margin
-                FROM (VALUES {values}) AS v(id, amount, order_margin, position_margin) WHERE b.id = v.id""",
-            [x for row in update for x in row])
+    keys = [key for key, _ in changes]
+    unnest, params = _arrays([("account_id", "bigint"), ("asset_id", "text")], keys)
+    with raw_cursor() as cursor:
+        cursor.execute(f"INSERT INTO accounts_balance (account_id, asset_id, amount, order_margin, position_margin) "
+                       f"SELECT v.*, 0, 0, 0 FROM {unnest} AS v ON CONFLICT (account_id, asset_id) DO NOTHING",
+                       params)
+        cursor.execute(f"SELECT b.id, b.account_id, b.asset_id FROM accounts_balance b "
+                       f"JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id) "
+                       f"ORDER BY b.id FOR NO KEY UPDATE OF b", params)
+        ids = {(account_id, asset_id): pk for pk, account_id, asset_id in cursor.fetchall()}
+        rows = [(ids[key], *delta) for key, delta in changes]
+        unnest, params = _arrays([("id", "bigint"), ("amount", "numeric"), ("order_margin", "numeric"),
+                                  ("position_margin", "numeric")], rows)
+        cursor.execute(f"""UPDATE accounts_balance AS b SET amount = b.amount + v.amount,
+                               order_margin = b.order_margin + v.order_margin,
+                               position_margin = b.position_margin + v.position_margin
+                           FROM {unnest} AS v(id, amount, order_margin, position_margin) WHERE b.id = v.id""",
+                       params)
 
 
 def _write_ledger(batch) -> None:
-    """One ledger transaction per fee and per realized PnL (their balances are in batch.balances)."""
-    if not batch.ledger:
+    """The batch's ledger transactions get ids from their sequence, then their entries are written."""
+    if not batch.transactions:
         return
-    transactions = LedgerTransaction.objects.bulk_create(
-        [LedgerTransaction(kind=kind, reference=reference) for kind, reference, _ in batch.ledger], batch_size=2000)
-    LedgerEntry.objects.bulk_create(
-        [LedgerEntry(transaction_id=tx.pk, account_id=account_id, asset_id=asset, amount=amount)
-         for tx, (_, _, legs) in zip(transactions, batch.ledger) for account_id, asset, amount in legs],
-        batch_size=5000)
-
-
-ORDER_COLUMNS = [
-    ("id", "bigint"), ("ord_status", "text"), ("leaves_qty", "bigint"), ("cum_qty", "bigint"),
-    ("order_qty", "bigint"), ("cum_notional", "numeric"), ("avg_px", "numeric"), ("price", "numeric"),
-    ("stop_px", "numeric"), ("protect_price", "numeric"), ("triggered", "text"), ("working_indicator", "boolean"),
-    ("ord_rej_reason", "text"), ("text", "text"), ("margin_reserved", "numeric"), ("priority", "bigint"),
-    ("updated_at", "timestamptz"),
-]
+    ids = next_ids("accounts_ledgertransaction", len(batch.transactions))
+    copy_rows("accounts_ledgertransaction", [("id", "bigint"), ("created_at", "timestamptz")],
+              list(zip(ids, batch.transactions)))
+    copy_rows("accounts_ledgerentry", LEDGER_COLUMNS, [(ids[tx], *rest) for tx, *rest in batch.ledger])
 
 
 def _write_orders(batch, now) -> None:
@@ -133,11 +176,11 @@ def _write_orders(batch, now) -> None:
 
 def _write_prices(engine, batch) -> None:
     rows = []
-    for instrument_pk in batch.instruments | {pk for pk in engine.states}:
+    for instrument_pk in batch.instruments | set(engine.states):
         state = engine.states[instrument_pk]
         bid, ask = state.book.best_bid(), state.book.best_ask()
         tick = state.terms.tick_size
-        rows.append((instrument_pk, state.last_price, state.last_price if state.last_price else None,
+        rows.append((instrument_pk, state.last_price, state.last_price,
                      bid * tick if bid else None, ask * tick if ask else None))
     update_rows("matching_instrument", [("id", "bigint"), ("last_price", "numeric"), ("mark_price", "numeric"),
                                         ("bid_price", "numeric"), ("ask_price", "numeric")], rows)

@@ -270,17 +270,18 @@ def submit_order(*, account: Account, symbol: str, side: str, order_qty=None, or
     request = validate_order(symbol=symbol, side=side, order_qty=order_qty, ord_type=ord_type, price=price,
                              stop_px=stop_px, time_in_force=time_in_force, exec_inst=exec_inst,
                              peg_price_type=peg_price_type, peg_offset_value=peg_offset_value)
+    timeout = _reply_timeout(wait)
     try:
-        order = _store_order(account, request, cl_ord_id, text)
+        order = _store_order(account, request, cl_ord_id, text, reply=timeout > 0)
     except IntegrityError:
         if cl_ord_id and (existing := Order.objects.filter(account=account, cl_ord_id=cl_ord_id).first()):
             return existing  # the same request raced with itself
         raise
-    return _after_queueing(order, "order", order.pk, wait)
+    return _after_queueing(order, "order", order.pk, timeout)
 
 
 @transaction.atomic
-def _store_order(account: Account, request: OrderRequest, cl_ord_id: str, text: str) -> Order:
+def _store_order(account: Account, request: OrderRequest, cl_ord_id: str, text: str, reply: bool) -> Order:
     instrument = request.instrument
     reserved = Decimal(0)
     protect = None
@@ -299,13 +300,17 @@ def _store_order(account: Account, request: OrderRequest, cl_ord_id: str, text: 
         price=request.price, stop_px=request.stop_px, protect_price=protect,
         peg_price_type=request.peg_price_type, peg_offset_value=request.peg_offset_value,
         order_qty=request.order_qty, leaves_qty=request.order_qty, margin_reserved=reserved, text=text[:200])
-    transaction.on_commit(lambda: streams.send_commands(instrument.symbol, [("order", order.pk)]))
+    transaction.on_commit(lambda: streams.send_commands(instrument.symbol, [("order", order.pk)], reply))
     return order
 
 
-def _after_queueing(order: Order, kind: str, pk: int, wait: float | None) -> Order:
-    timeout = settings.ENGINE_REPLY_TIMEOUT if wait is None else wait
-    streams.wait_for_engine(kind, pk, timeout)
+def _reply_timeout(wait: float | None) -> float:
+    return settings.ENGINE_REPLY_TIMEOUT if wait is None else wait
+
+
+def _after_queueing(order: Order, kind: str, pk: int, timeout: float) -> Order:
+    if timeout > 0:
+        streams.wait_for_engine(kind, pk, timeout)
     order.refresh_from_db()
     return order
 
@@ -370,8 +375,9 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
                                               new_stop_px=new_stop, new_order_qty=new_order_qty,
                                               new_leaves_qty=new_leaves, margin_delta=delta,
                                               new_margin=new_margin, text=text[:200])
-        transaction.on_commit(lambda: streams.send_commands(instrument.symbol, [("command", command.pk)]))
-    return _after_queueing(order, "command", command.pk, wait)
+        timeout = _reply_timeout(wait)
+        transaction.on_commit(lambda: streams.send_commands(instrument.symbol, [("command", command.pk)], timeout > 0))
+    return _after_queueing(order, "command", command.pk, timeout)
 
 
 def cancel_orders(*, account: Account, orders: list[Order], text: str = "", wait: float | None = None) -> list[Order]:
@@ -382,10 +388,10 @@ def cancel_orders(*, account: Account, orders: list[Order], text: str = "", wait
     by_symbol: dict[str, list[tuple[str, int]]] = {}
     for order, command in zip(open_orders, commands):
         by_symbol.setdefault(order.instrument.symbol, []).append(("command", command.pk))
+    timeout = _reply_timeout(wait)
     for symbol, entries in by_symbol.items():
-        streams.send_commands(symbol, entries)
-    if commands:
-        timeout = settings.ENGINE_REPLY_TIMEOUT if wait is None else wait
+        streams.send_commands(symbol, entries, reply=timeout > 0)
+    if commands and timeout > 0:
         streams.wait_for_engine("command", commands[-1].pk, timeout)
     fresh = {o.pk: o for o in Order.objects.select_related("instrument").filter(pk__in=[o.pk for o in orders])}
     return [fresh[o.pk] for o in orders]

@@ -27,11 +27,14 @@ def reply_key(kind: str, pk: int) -> str:
     return f"{settings.ENGINE_STREAM_PREFIX}:reply:{kind}:{pk}"
 
 
-def send_commands(symbol: str, entries: list[tuple[str, int]]) -> None:
-    """Appends ("order", pk) or ("command", pk) entries to the symbol's stream, in order."""
+def send_commands(symbol: str, entries: list[tuple[str, int]], reply: bool = False) -> None:
+    """Appends ("order", pk) or ("command", pk) entries to the symbol's stream, in order.
+
+    With reply, the engine wakes whoever waits for them (wait_for_engine)."""
     pipe = client().pipeline(transaction=False)
+    fields = {"reply": 1} if reply else {}
     for kind, pk in entries:
-        pipe.xadd(stream_key(symbol), {"kind": kind, "id": pk}, maxlen=STREAM_MAXLEN, approximate=True)
+        pipe.xadd(stream_key(symbol), {"kind": kind, "id": pk, **fields}, maxlen=STREAM_MAXLEN, approximate=True)
     try:
         pipe.execute()
     except redis.RedisError:

@@ -139,8 +139,8 @@ def test_check_ledger_reports_an_entry_that_breaks_the_sum(make_trader):
     account = make_trader(usdt="100", xbt="0")
     tx = LedgerEntry.objects.filter(account=account).first().transaction
     with connection.cursor() as cursor:
-        cursor.execute("INSERT INTO accounts_ledgerentry (transaction_id, account_id, asset_id, amount) "
-                       "VALUES (%s, %s, 'USDT', 5)", [tx.pk, account.pk])
+        cursor.execute("INSERT INTO accounts_ledgerentry (transaction_id, account_id, asset_id, amount, kind, reference) "
+                       "VALUES (%s, %s, 'USDT', 5, 'deposit', '')", [tx.pk, account.pk])
     problems = ledger_problems()
     assert any("USDT ledger sums to" in p for p in problems)
     assert any(f"ledger transaction {tx.pk} does not balance" in p for p in problems)

@@ -64,7 +64,7 @@ def test_closing_realizes_pnl_as_a_ledger_entry(engine, make_trader):
     settle(engine)
     assert position(b).current_qty == 0
     assert position(b).cum_realized_pnl == D("1000")  # bought 1 XBT at 50,000, sold at 51,000
-    pnl = LedgerEntry.objects.filter(account=b, transaction__kind="realized_pnl")
+    pnl = LedgerEntry.objects.filter(account=b, kind="realized_pnl")
     assert sum(e.amount for e in pnl) == D("1000")
     assert position(b).margin == 0 and balance(b).position_margin == 0
 

@@ -1,0 +1,276 @@
+"""Orders per second from the stream to committed in PostgreSQL, and submit-to-commit latency.
+
+    python bench/engine.py [--orders 100000] [--rate 10000] [--json]
+
+Runs in a throw-away database (test_<name of DATABASE_URL's database>) and its own stream prefix:
+1. the bare C book applies the command stream in this process (the ceiling);
+2. saturation: every order is queued first, then `manage.py runengine` (a real process) drains
+   the stream; throughput = orders / (last commit - first commit);
+3. paced: a fresh engine gets the orders at a steady --rate; latency = commit - stream append.
+The stream is a realistic mix: limit orders around a moving mid (a fifth of them crossing),
+market orders, cancels and amends, from 1,000 traders.
+"""
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.db import connection  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from django.contrib.auth.models import User  # noqa: E402
+
+from accounts.models import Account  # noqa: E402
+from accounts.services import deposit  # noqa: E402
+from matching import streams  # noqa: E402
+from matching.book import BUY, GTC, IOC, SELL, OrderBook  # noqa: E402
+from matching.models import Instrument, Order, OrderCommand, OrdStatus, OrdType, TimeInForce  # noqa: E402
+
+SYMBOL = "XBTUSDT"
+TRADERS = 1000
+console = Console(stderr=True)
+
+
+def mix(count: int, seed: int = 3) -> list[tuple]:
+    """(kind, trader, side, ticks, lots, tif | target index): 62% limit, 13% IOC, 10% market, 10% cancel, 5% amend."""
+    rng = random.Random(seed)
+    mid = 120_000  # ticks of 0.5: 60,000 USDT
+    steps, live = [], []
+    for i in range(count):
+        mid += rng.choice((-1, 0, 0, 1))
+        roll = rng.random()
+        if live and roll < 0.10:
+            steps.append(("cancel", live.pop(rng.randrange(len(live)))))
+        elif live and roll < 0.15:
+            steps.append(("amend", live[rng.randrange(len(live))], mid + rng.randint(-30, 30)))
+        elif roll < 0.25:
+            steps.append(("market", rng.randrange(TRADERS), rng.choice("BS"), rng.randint(1, 5)))
+        else:
+            side = rng.choice("BS")
+            crossing = rng.random() < 0.2
+            offset = -rng.randint(0, 3) if crossing else rng.randint(1, 40)
+            ticks = mid - offset if side == "B" else mid + offset
+            tif = IOC if roll > 0.87 else GTC
+            steps.append(("limit", rng.randrange(TRADERS), side, ticks, rng.randint(1, 10), tif))
+            if tif == GTC:
+                live.append(i)
+    return steps
+
+
+def bare_book(steps) -> float:
+    """ops/s of the C book alone on the same stream (single calls)."""
+    book = OrderBook()
+    start = time.perf_counter()
+    for i, step in enumerate(steps, 1):
+        kind = step[0]
+        if kind == "limit":
+            book.place(i, step[1], BUY if step[2] == "B" else SELL, step[3], step[4], step[5])
+        elif kind == "market":
+            book.market(i, step[1], BUY if step[2] == "B" else SELL, step[3])
+        elif kind == "cancel" and step[1] + 1 in book:
+            book.cancel(step[1] + 1)
+        elif kind == "amend" and step[1] + 1 in book:
+            _, _, qty, _, _ = book.order(step[1] + 1)
+            book.amend(step[1] + 1, step[2], qty)
+    return len(steps) / (time.perf_counter() - start)
+
+
+def prepare(steps, accounts, instrument) -> list[tuple[str, int]]:
+    """Stores the orders (PendingNew, as submit_order leaves them) and commands; returns stream entries."""
+    tick, lot = instrument.tick_size, instrument.lot_size
+    orders, kinds = [], []
+    for step in steps:
+        if step[0] in ("limit", "market"):
+            side = "Buy" if step[2] == "B" else "Sell"
+            is_limit = step[0] == "limit"
+            price = step[3] * tick if is_limit else None
+            qty = (step[4] if is_limit else step[3]) * lot
+            protect = None if is_limit else (Decimal(66000) if side == "Buy" else Decimal(54000))
+            orders.append(Order(account=accounts[step[1]], instrument=instrument, side=side,
+                                ord_type=OrdType.LIMIT if is_limit else OrdType.MARKET,
+                                time_in_force=(TimeInForce.GOOD_TILL_CANCEL if step[5] == GTC else TimeInForce.IMMEDIATE_OR_CANCEL)
+                                if is_limit else TimeInForce.IMMEDIATE_OR_CANCEL,
+                                price=price, protect_price=protect, order_qty=qty, leaves_qty=qty))
+            kinds.append(None)
+        else:
+            orders.append(None)
+            kinds.append(step)
+    created = iter(Order.objects.bulk_create([o for o in orders if o is not None], batch_size=5000))
+    pks = [next(created).pk if o is not None else None for o in orders]
+    commands, positions = [], []
+    for i, step in enumerate(kinds):
+        if step is None:
+            continue
+        target = pks[step[1]]
+        if step[0] == "cancel":
+            commands.append(OrderCommand(order_id=target, kind=OrderCommand.Kind.CANCEL))
+        else:
+            commands.append(OrderCommand(order_id=target, kind=OrderCommand.Kind.AMEND, new_price=step[2] * tick))
+        positions.append(i)
+    for i, command in zip(positions, OrderCommand.objects.bulk_create(commands, batch_size=5000)):
+        pks[i] = command.pk
+    return [("order" if kinds[i] is None else "command", pk) for i, pk in enumerate(pks)]
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    host = quote(db["HOST"] or "localhost", safe="")
+    return f"postgres://{quote(db['USER'] or '')}:{quote(db['PASSWORD'] or '')}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def start_engine(prefix: str) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": database_url(), "ENGINE_STREAM_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "manage.py", "runengine", "--symbols", SYMBOL, "--batch-size", "1000"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def wait_applied(entries, timeout: float) -> None:
+    order_pks = [pk for kind, pk in entries if kind == "order"]
+    deadline = time.monotonic() + timeout
+    while Order.objects.filter(pk__in=order_pks, ord_status=OrdStatus.PENDING_NEW).exists():
+        if time.monotonic() > deadline:
+            raise SystemExit("the engine did not apply every order in time")
+        time.sleep(0.2)
+
+
+def commit_times(entries) -> dict[int, float]:
+    pks = [pk for kind, pk in entries if kind == "order"]
+    return {pk: at.timestamp() for pk, at in Order.objects.filter(pk__in=pks).values_list("pk", "updated_at")}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def send(prefix: str, entries, rate: float | None) -> dict[int, float]:
+    """Appends entries to the stream, at `rate` per second if given; returns append times of orders."""
+    settings.ENGINE_STREAM_PREFIX = prefix
+    sent = {}
+    chunk = 100
+    start = time.monotonic()
+    for i in range(0, len(entries), chunk):
+        part = entries[i:i + chunk]
+        if rate:
+            due = start + i / rate
+            while (now := time.monotonic()) < due:
+                time.sleep(min(due - now, 0.002))
+        stamp = time.time()
+        streams.send_commands(SYMBOL, part)
+        sent.update((pk, stamp) for kind, pk in part if kind == "order")
+    return sent
+
+
+def run(count: int, rate: float) -> dict:
+    from django.test.utils import setup_databases, teardown_databases
+
+    old = setup_databases(verbosity=0, interactive=False)
+    try:
+        instrument = Instrument.objects.get(symbol=SYMBOL)
+        users = User.objects.bulk_create([User(username=f"bench-{i}") for i in range(TRADERS)])
+        accounts = Account.objects.bulk_create([Account(user=user) for user in users])
+        for account in accounts:
+            deposit(account=account, asset="USDT", amount=Decimal(10**9))
+        steps = mix(count)
+        console.log(f"bare book on {count:,} commands")
+        book_ops = bare_book(steps)
+
+        console.log("saturation: queue everything, then drain")
+        entries = prepare(steps, accounts, instrument)
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        send(prefix, entries, None)
+        engine = start_engine(prefix)
+        try:
+            wait_applied(entries, timeout=max(120, count / 500))
+        finally:
+            stop(engine)
+        commits = commit_times(entries)
+        span = max(commits.values()) - min(commits.values())
+        saturated = len(commits) / span if span else float("inf")
+
+        console.log(f"paced at {rate:,.0f} commands/s")
+        Order.objects.filter(ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED]).update(
+            ord_status=OrdStatus.CANCELED, leaves_qty=0)  # a fresh book for the second engine
+        paced_steps = mix(count, seed=4)
+        entries = prepare(paced_steps, accounts, instrument)
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        settings.ENGINE_STREAM_PREFIX = prefix
+        engine = start_engine(prefix)
+        try:
+            time.sleep(3)  # the engine rebuilds its book and joins the stream
+            started = time.monotonic()
+            sent = send(prefix, entries, rate)
+            offered = len(entries) / (time.monotonic() - started)
+            wait_applied(entries, timeout=max(120, count / 500))
+        finally:
+            stop(engine)
+        commits = commit_times(entries)
+        latencies = [(commits[pk] - at) * 1000 for pk, at in sent.items()]
+        problems = []
+        from accounts.selectors import ledger_problems
+        from matching.selectors import margin_problems
+
+        problems = ledger_problems() + margin_problems()
+        return {
+            "orders": count, "bare_book_ops_per_s": round(book_ops),
+            "saturated_orders_per_s": round(saturated),
+            "paced": {"offered_per_s": round(offered), "p50_ms": round(percentile(latencies, 0.5), 2),
+                      "p99_ms": round(percentile(latencies, 0.99), 2), "max_ms": round(max(latencies), 2)},
+            "book_to_engine_ratio": round(book_ops / saturated, 1),
+            "books_balance": not problems,
+        }
+    finally:
+        teardown_databases(old, verbosity=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=5_000, help="commands per second in the paced run")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args.orders, args.rate)
+    if args.json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"Engine: {args.orders:,} commands of {SYMBOL}, stream to committed in PostgreSQL")
+    for column in ("measure", "value"):
+        table.add_column(column)
+    table.add_row("bare C book (single calls)", f"{result['bare_book_ops_per_s']:,} ops/s")
+    table.add_row("engine, saturated", f"{result['saturated_orders_per_s']:,} orders/s")
+    table.add_row("book / engine", f"{result['book_to_engine_ratio']}x")
+    paced = result["paced"]
+    table.add_row(f"paced at {paced['offered_per_s']:,}/s: p50 / p99 / max",
+                  f"{paced['p50_ms']} / {paced['p99_ms']} / {paced['max_ms']} ms")
+    table.add_row("check_ledger", "clean" if result["books_balance"] else "PROBLEMS")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
