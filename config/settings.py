@@ -143,6 +143,7 @@ ENGINE_STREAM_PREFIX = os.environ.get("ENGINE_STREAM_PREFIX", "engine")
 ENGINE_REPLY_TIMEOUT = float(os.environ.get("ENGINE_REPLY_TIMEOUT", "2"))  # seconds a request waits for the engine
 MARKET_PROTECTION = Decimal("0.05")  # a market order fills at most 5% away from the price it was sent at
 DEFAULT_LEVERAGE = Decimal(10)
+PUBLISHED_DEPTH = 500  # L2 levels per side the engine publishes changes of
 FAUCET_LIMITS = {"XBT": "1", "USDT": "100000", "USDC": "100000", "ETH": "20"}  # demo money per request
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "account"

@@ -32,6 +32,7 @@ from matching.models import (
     Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce,
 )
 from matching import persistence, selectors
+from matching.persistence import ExecutionRow
 from matching.signals import batch_committed
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,8 @@ class Batch:
     """Everything one batch changes, written in one transaction."""
 
     orders: dict = field(default_factory=dict)  # pk -> LiveOrder
-    executions: list = field(default_factory=list)  # tuples in persistence.EXECUTION_COLUMNS order
+    executions: list = field(default_factory=list)  # persistence.ExecutionRow
+    touched_books: set = field(default_factory=set)  # instruments whose book changed
     execution_ids: list = field(default_factory=list)  # filled in when written
     positions: dict = field(default_factory=dict)  # (instrument_pk, account_id) -> LivePosition
     # (account_id, asset) -> [amount, order_margin, position_margin] deltas; margins also from positions
@@ -174,6 +176,7 @@ class SymbolState:
         self.positions: dict[int, LivePosition] = {}
         self.last_price: Decimal | None = instrument.last_price
         self.next_priority = 1
+        self.published_levels: dict = {}  # the L2 last sent on the channel layer (matching.publish)
 
     def ticks(self, price: Decimal) -> int:
         return contracts.price_to_ticks(price, self.terms)
@@ -237,6 +240,8 @@ class Engine:
             snapshot = _pack(records)
             assert len(records) % SNAPSHOT_FIELDS == 0
             state.book.restore(snapshot)
+            bids, asks = state.book.depth(settings.PUBLISHED_DEPTH)
+            state.published_levels = {**{("Buy", p): q for p, q, _ in bids}, **{("Sell", p): q for p, q, _ in asks}}
             untriggered = Order.objects.filter(instrument=state.instrument, ord_status=OrdStatus.UNTRIGGERED)
             for order in LiveOrder.load(untriggered.order_by("pk")):
                 state.conditional[order.pk] = order
@@ -503,6 +508,8 @@ class Engine:
         self._apply_events(state, events, batch)
 
     def _apply_events(self, state: SymbolState, events, batch: Batch) -> None:
+        if events:
+            batch.touched_books.add(state.instrument.pk)
         for kind, order_pk, other, price, qty, info in events:
             if kind == EV_FILL:
                 self._fill(state, state.orders[order_pk], state.orders[other], price * state.terms.tick_size,
@@ -588,9 +595,9 @@ class Engine:
             if change.realized_pnl:
                 self._post(batch, transaction, REALIZED_PNL, reference, asset, self.clearing_account_id,
                            order.account_id, change.realized_pnl)
-            batch.executions.append((
+            batch.executions.append(ExecutionRow(
                 exec_id, order.pk, order.account_id, instrument.pk, match_id, order.side, qty, price, "Trade", liquidity,
-                rate, fee, change.realized_pnl, order.leaves_qty, order.cum_qty, order.ord_status, now))
+                rate, fee, change.realized_pnl, order.leaves_qty, order.cum_qty, order.ord_status, position.qty, now))
         state.last_price = price
         batch.instruments.add(instrument.pk)
 

@@ -210,6 +210,7 @@ class Execution(models.Model):
     leaves_qty = models.BigIntegerField()
     cum_qty = models.BigIntegerField()
     ord_status = models.CharField(max_length=16, choices=OrdStatus.choices)
+    position_qty = models.BigIntegerField(default=0)  # the account's position after this execution
     created_at = models.DateTimeField()
 
     class Meta:

@@ -5,7 +5,10 @@ Called inside the batch's transaction. Each table gets one statement whose rows 
 primary-key order, after positions, as everywhere else in the project, so concurrent requests
 cannot deadlock with the engine.
 """
+import uuid
+from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 import psycopg
 from django.conf import settings
@@ -14,13 +17,31 @@ from django.utils import timezone
 
 from matching import contracts
 
-EXECUTION_COLUMNS = [
-    ("exec_id", "uuid"), ("order_id", "bigint"), ("account_id", "bigint"), ("instrument_id", "bigint"),
-    ("trd_match_id", "uuid"), ("side", "text"), ("last_qty", "bigint"), ("last_px", "numeric"),
-    ("exec_type", "text"), ("last_liquidity_ind", "text"), ("commission", "numeric"), ("exec_comm", "numeric"),
-    ("realized_pnl", "numeric"), ("leaves_qty", "bigint"), ("cum_qty", "bigint"), ("ord_status", "text"),
-    ("created_at", "timestamptz"),
-]
+class ExecutionRow(NamedTuple):
+    """One side of a fill, as the engine builds it and COPY writes it."""
+
+    exec_id: uuid.UUID
+    order_id: int
+    account_id: int
+    instrument_id: int
+    trd_match_id: uuid.UUID
+    side: str
+    last_qty: int
+    last_px: Decimal
+    exec_type: str
+    last_liquidity_ind: str
+    commission: Decimal
+    exec_comm: Decimal
+    realized_pnl: Decimal
+    leaves_qty: int
+    cum_qty: int
+    ord_status: str
+    position_qty: int
+    created_at: datetime
+
+
+SQL_TYPES = {uuid.UUID: "uuid", int: "bigint", str: "text", Decimal: "numeric", datetime: "timestamptz"}
+EXECUTION_COLUMNS = [(name, SQL_TYPES[kind]) for name, kind in ExecutionRow.__annotations__.items()]
 ORDER_COLUMNS = [
     ("id", "bigint"), ("ord_status", "text"), ("leaves_qty", "bigint"), ("cum_qty", "bigint"),
     ("order_qty", "bigint"), ("cum_notional", "numeric"), ("avg_px", "numeric"), ("price", "numeric"),

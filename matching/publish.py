@@ -1,0 +1,93 @@
+"""After each committed engine batch: market data and account updates go out on the channel layer.
+
+Public, per symbol (group `market.<symbol>`): the batch's trades and the L2 levels it changed
+(size 0: the level is gone). Private, per account (group `account.<id>`): the ids of the orders,
+executions and positions the batch changed; the websocket consumer reads them back and sends
+BitMEX rows. Private messages go only to accounts with a live connection (the Redis set
+SUBSCRIBED_ACCOUNTS, kept by the consumers), so a batch of 10,000 orders costs a few messages.
+"""
+import logging
+
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.dispatch import receiver
+
+from matching import rows, streams
+from matching.signals import batch_committed
+
+log = logging.getLogger(__name__)
+
+
+def subscribed_accounts_key() -> str:
+    return f"{settings.ENGINE_STREAM_PREFIX}:ws:accounts"
+
+
+def market_group(symbol: str) -> str:
+    return f"market.{symbol}"
+
+
+def account_group(account_id: int) -> str:
+    return f"account.{account_id}"
+
+
+def level_changes(previous: dict, bids, asks, tick, lot: int) -> tuple[dict, list[tuple[str, object, int]]]:
+    """The current L2 (from depth, in ticks and lots) and what changed since `previous`:
+    (side, price, size in contracts), size 0 when the level is gone."""
+    current = {("Buy", p): q for p, q, _ in bids}
+    current.update({("Sell", p): q for p, q, _ in asks})
+    changes = [(side, price * tick, lots * lot) for (side, price), lots in current.items()
+               if previous.get((side, price)) != lots]
+    changes += [(side, price * tick, 0) for (side, price) in previous.keys() - current.keys()]
+    return current, changes
+
+
+@receiver(batch_committed, dispatch_uid="matching.publish")
+def publish_batch(sender, batch, engine, **kwargs) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    send = async_to_sync(layer.group_send)
+    try:
+        _publish_market(engine, batch, send)
+        _publish_accounts(batch, send)
+    except (redis.RedisError, OSError) as error:  # market data is best effort; the database has everything
+        log.warning("could not publish a batch: %s", error)
+
+
+def _publish_market(engine, batch, send) -> None:
+    trades: dict[int, list] = {}
+    for row in batch.executions:
+        if row.last_liquidity_ind == "RemovedLiquidity":  # the taker's side is the public trade
+            trades.setdefault(row.instrument_id, []).append({
+                "timestamp": rows.iso(row.created_at), "side": row.side, "size": row.last_qty,
+                "price": rows.number(row.last_px), "trdMatchID": str(row.trd_match_id)})
+    for instrument_pk in batch.instruments | set(trades) | batch.touched_books:
+        state = engine.states[instrument_pk]
+        bids, asks = state.book.depth(settings.PUBLISHED_DEPTH)
+        state.published_levels, changes = level_changes(state.published_levels, bids, asks, state.terms.tick_size,
+                                                             state.terms.lot_size)
+        symbol = state.instrument.symbol
+        for trade in trades.get(instrument_pk, []):
+            trade["symbol"] = symbol
+        if changes or trades.get(instrument_pk):
+            send(market_group(symbol), {
+                "type": "market.batch", "symbol": symbol, "trades": trades.get(instrument_pk, []),
+                "levels": [{"side": side, "price": rows.number(price), "size": size,
+                            "id": rows.l2_id(state.instrument, side, price)} for side, price, size in changes]})
+
+
+def _publish_accounts(batch, send) -> None:
+    touched: dict[int, dict] = {}
+    for order in batch.orders.values():
+        touched.setdefault(order.account_id, {"orders": [], "executions": []})["orders"].append(order.pk)
+    for execution_id, row in zip(batch.execution_ids, batch.executions):
+        touched.setdefault(row.account_id, {"orders": [], "executions": []})["executions"].append(execution_id)
+    if not touched:
+        return
+    accounts = list(touched)
+    flags = streams.client().smismember(subscribed_accounts_key(), accounts)
+    for account_id, subscribed in zip(accounts, flags):
+        if subscribed:
+            send(account_group(account_id), {"type": "account.batch", **touched[account_id]})

@@ -1,0 +1,59 @@
+"""What the engine publishes on the channel layer after each committed batch."""
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from matching import publish, services, streams
+from tests.conftest import settle
+
+pytestmark = pytest.mark.django_db
+
+
+def receive_all(channel):
+    layer = get_channel_layer()
+    messages = []
+    while True:
+        try:
+            messages.append(_receive_nowait(layer, channel))
+        except LookupError:
+            return messages
+
+
+def _receive_nowait(layer, channel):
+    import asyncio
+
+    async def get():
+        try:
+            return await asyncio.wait_for(layer.receive(channel), timeout=0.5)
+        except asyncio.TimeoutError:
+            raise LookupError from None
+
+    return async_to_sync(get)()
+
+
+def test_trades_and_changed_levels_go_to_the_market_group(engine, make_trader):
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(publish.market_group("XBTUSDT"), channel)
+    seller, buyer = make_trader(), make_trader()
+    services.submit_order(account=seller, symbol="XBTUSDT", side="Sell", order_qty=2_000_000, price="50000")
+    settle(engine)
+    services.submit_order(account=buyer, symbol="XBTUSDT", side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    first, second = receive_all(channel)
+    assert first["levels"] == [{"side": "Sell", "price": 50000, "size": 2_000_000, "id": first["levels"][0]["id"]}]
+    assert [(t["side"], t["size"], t["price"], t["symbol"]) for t in second["trades"]] == [("Buy", 1_000_000, 50000, "XBTUSDT")]
+    assert [(lv["side"], lv["size"]) for lv in second["levels"]] == [("Sell", 1_000_000)]
+
+
+def test_accounts_with_a_live_connection_get_their_changes(engine, make_trader):
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    watched, other = make_trader(), make_trader()
+    async_to_sync(layer.group_add)(publish.account_group(watched.pk), channel)
+    streams.client().sadd(publish.subscribed_accounts_key(), watched.pk)
+    order = services.submit_order(account=watched, symbol="XBTUSDT", side="Buy", order_qty=1_000_000, price="40000")
+    services.submit_order(account=other, symbol="XBTUSDT", side="Buy", order_qty=1_000_000, price="40000")
+    settle(engine)
+    (message,) = receive_all(channel)
+    assert message["orders"] == [order.pk] and message["executions"] == []
