@@ -4,6 +4,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded
@@ -150,4 +151,8 @@ LOGIN_REDIRECT_URL = "account"
 LOGOUT_REDIRECT_URL = "home"
 CELERY_BEAT_SCHEDULE = {
     "audit-books": {"task": "accounts.tasks.audit_books", "schedule": 60.0},
+    "settle-profit-shares": {"task": "copytrade.tasks.settle_profit_shares", "schedule": crontab(minute=5, hour=0)},
+    "copy-equity-stops": {"task": "copytrade.tasks.check_equity_stops", "schedule": 15.0},
 }
+# a leader's fills are copied in order: the fan-out has its own queue and a worker with one process
+CELERY_TASK_ROUTES = {"copytrade.tasks.fan_out": {"queue": "fanout"}}

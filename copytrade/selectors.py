@@ -1,1 +1,102 @@
-"""Reads of leaders, follows and leader statistics."""
+"""Reads of leaders, follows, copied orders and leader statistics."""
+from datetime import timedelta
+from decimal import Decimal
+
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from accounts.models import Balance, LedgerEntry
+from copytrade import calculations
+from copytrade.models import CopiedOrder, Follow, Leader, LeaderDay, LeaderStats, ProfitShareSettlement
+from matching.models import Position
+from matching.selectors import unrealized_pnl_by_account
+
+WINDOWS = {"7d": 7, "30d": 30, "90d": 90}
+NET_PNL_KINDS = (LedgerEntry.Kind.REALIZED_PNL, LedgerEntry.Kind.FEE, LedgerEntry.Kind.FUNDING)
+
+
+def equities(*, account_ids, asset: str) -> dict[int, Decimal]:
+    """Wallet balance plus unrealized PnL, per account, in one asset."""
+    wallets = dict(Balance.objects.filter(account_id__in=account_ids, asset_id=asset).values_list("account_id", "amount"))
+    unrealized = unrealized_pnl_by_account(account_ids=account_ids, asset_code=asset)
+    return {a: wallets.get(a, Decimal(0)) + unrealized.get(a, Decimal(0)) for a in account_ids}
+
+
+def copy_realized_pnl(*, follow: Follow) -> Decimal:
+    """The copy's net realized profit since following: realized PnL, fees and funding on its account."""
+    total = LedgerEntry.objects.filter(account_id=follow.account_id, asset_id=follow.asset_id,
+                                       kind__in=NET_PNL_KINDS).aggregate(total=Sum("amount"))["total"]
+    return total or Decimal(0)
+
+
+def leaders(*, public_only: bool = True) -> list[Leader]:
+    rows = Leader.objects.select_related("stats", "user").filter(status=Leader.Status.ACTIVE)
+    if public_only:
+        rows = rows.filter(is_public=True)
+    return list(rows.annotate(live_followers=Count("follows", filter=~Q(follows__status=Follow.Status.STOPPED)))
+                .order_by("-stats__realized_pnl", "pk"))
+
+
+def leader_statistics(leader: Leader) -> dict:
+    """The published statistics: the running ones, the PnL windows from the daily rows, AUM and
+    followers' results from the live follows."""
+    stats = LeaderStats.objects.get(leader=leader)  # fresh: the statistics move with every execution
+    today = timezone.now().date()
+    days = list(LeaderDay.objects.filter(leader=leader).order_by("day").values_list("day", "realized_pnl", "fees",
+                                                                                     "equity"))
+    net = [(day, pnl - fees) for day, pnl, fees, _ in days]
+    windows = calculations.pnl_windows(net, today)
+    statistics = {"pnl": {}, "roi": {}}
+    for name, length in WINDOWS.items():
+        start = today - timedelta(days=length)
+        capital = next((equity for day, _, _, equity in reversed(days) if day < start), None)
+        capital = capital or next((equity for day, _, _, equity in days if day >= start), Decimal(0))
+        statistics["pnl"][name] = windows[name]
+        statistics["roi"][name] = calculations.roi(windows[name], capital)
+    first_equity = days[0][3] if days else Decimal(0)
+    statistics["pnl"]["all"] = windows["all"]
+    statistics["roi"]["all"] = calculations.roi(windows["all"], first_equity)
+    follows = Follow.objects.filter(leader=leader).exclude(status=Follow.Status.STOPPED)
+    accounts = list(follows.values_list("account_id", flat=True))
+    aum = sum(equities(account_ids=accounts, asset=leader.stats_asset_id).values(), Decimal(0)) if accounts else Decimal(0)
+    followers_pnl = (LedgerEntry.objects.filter(account__follow__leader=leader, kind__in=NET_PNL_KINDS)
+                     .aggregate(total=Sum("amount"))["total"] or Decimal(0))
+    count, total, squares = stats.returns_count, stats.returns_sum, stats.returns_sum_squares
+    sharpe = Decimal(0)
+    if count >= 2:
+        variance = (squares - total * total / count) / (count - 1)
+        if variance > 0:
+            sharpe = (total / count) / variance.sqrt() * Decimal(365).sqrt()
+    statistics.update({
+        "win_rate": (Decimal(stats.winning_trades) / stats.closed_trades) if stats.closed_trades else Decimal(0),
+        "closed_trades": stats.closed_trades,
+        "max_drawdown": stats.max_drawdown,
+        "sharpe_ratio": sharpe.quantize(Decimal("0.0001")),
+        "aum": aum,
+        "followers": len(accounts),
+        "followers_pnl": followers_pnl,
+        "days_trading": len(days),
+        "average_holding_seconds": stats.holding_seconds // stats.closed_trades if stats.closed_trades else 0,
+        "equity_curve": [(day, equity) for day, _, _, equity in days],
+    })
+    return statistics
+
+
+def follows_of(*, user) -> list[Follow]:
+    return list(Follow.objects.select_related("leader", "asset", "account").filter(follower=user).order_by("-pk"))
+
+
+def copied_orders(*, follow: Follow, status: str | None = None, limit: int = 100) -> list[CopiedOrder]:
+    rows = CopiedOrder.objects.select_related("order", "leader_execution", "leader_execution__instrument").filter(
+        follow=follow)
+    if status:
+        rows = rows.filter(status=status)
+    return list(rows.order_by("-leader_execution_id", "reduce_only")[:limit])
+
+
+def settlements(*, follow: Follow) -> list[ProfitShareSettlement]:
+    return list(ProfitShareSettlement.objects.filter(follow=follow).order_by("-pk"))
+
+
+def copy_positions(*, follow: Follow) -> list[Position]:
+    return list(Position.objects.select_related("instrument").filter(account_id=follow.account_id).exclude(current_qty=0))

@@ -1,1 +1,482 @@
-"""Every write of copy trading: follow, unfollow, fan-out of leader executions, profit share."""
+"""Every write of copy trading: leading, following, the fan-out of a leader's fills, profit share."""
+import logging
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Account, Asset, Balance, LedgerEntry
+from accounts.services import main_account, post_transaction, transfer
+from copytrade import calculations, hooks, selectors
+from copytrade.models import CopiedOrder, Follow, Leader, LeaderDay, LeaderStats, ProfitShareSettlement
+from matching import persistence
+from matching.contracts import ContractTerms
+from matching.models import OPEN_STATUSES, Execution, Instrument, Order, OrdType, Position, Side, TimeInForce
+from matching.services import BulkOrder, cancel_orders, submit_orders_bulk
+
+log = logging.getLogger(__name__)
+MAX_PROFIT_SHARE = Decimal("0.30")
+
+
+class CopyRejected(ValueError):
+    """A copy-trading request the platform refuses; the message is for the user."""
+
+
+# ---------- leaders ----------
+
+def _rate(value) -> Decimal:
+    try:
+        rate = Decimal(str(value))
+    except ArithmeticError:
+        raise CopyRejected("profit share rate must be a number") from None
+    if not rate.is_finite() or not Decimal(0) <= rate <= MAX_PROFIT_SHARE:
+        raise CopyRejected("profit share rate must be between 0 and 0.30")
+    return rate
+
+
+@transaction.atomic
+def apply_to_lead(*, user, display_name: str, description: str = "", tags=(), profit_share_rate="0.10",
+                  is_public: bool = True, follower_cap: int = 10_000) -> Leader:
+    """Makes the user a leader: the fills of their main account are copied from now on."""
+    display_name = (display_name or "").strip()
+    if not 3 <= len(display_name) <= 60:
+        raise CopyRejected("a leader's name has 3 to 60 characters")
+    if Leader.objects.filter(user=user).exists():
+        raise CopyRejected("you already lead")
+    if Leader.objects.filter(display_name__iexact=display_name).exists():
+        raise CopyRejected("that name is taken")
+    if not 1 <= int(follower_cap) <= 10_000:
+        raise CopyRejected("the follower cap is between 1 and 10,000")
+    leader = Leader.objects.create(user=user, account=main_account(user), display_name=display_name,
+                                   description=description, tags=[str(t)[:30] for t in tags][:10],
+                                   profit_share_rate=_rate(profit_share_rate), is_public=is_public,
+                                   follower_cap=int(follower_cap))
+    LeaderStats.objects.create(leader=leader)
+    hooks.forget_leaders()
+    return leader
+
+
+@transaction.atomic
+def update_leader(*, leader: Leader, profit_share_rate=None, description: str | None = None, tags=None,
+                  is_public: bool | None = None, follower_cap: int | None = None) -> Leader:
+    """A raised profit-share rate applies to new followers only; a lowered one to everyone."""
+    leader = Leader.objects.select_for_update().get(pk=leader.pk)
+    if profit_share_rate is not None:
+        rate = _rate(profit_share_rate)
+        if rate < leader.profit_share_rate:
+            leader.follows.exclude(status=Follow.Status.STOPPED).filter(profit_share_rate__gt=rate).update(
+                profit_share_rate=rate)
+        leader.profit_share_rate = rate
+    if description is not None:
+        leader.description = description
+    if tags is not None:
+        leader.tags = [str(t)[:30] for t in tags][:10]
+    if is_public is not None:
+        leader.is_public = is_public
+    if follower_cap is not None:
+        if not 1 <= int(follower_cap) <= 10_000:
+            raise CopyRejected("the follower cap is between 1 and 10,000")
+        leader.follower_cap = int(follower_cap)
+    leader.save()
+    return leader
+
+
+# ---------- following ----------
+
+FOLLOW_SETTINGS = {"sizing", "ratio", "fixed_notional", "max_order_notional", "max_position_notional", "leverage",
+                   "symbols", "slippage", "take_profit", "stop_loss", "equity_stop"}
+
+
+def _check_settings(values: dict) -> dict:
+    unknown = set(values) - FOLLOW_SETTINGS
+    if unknown:
+        raise CopyRejected(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    clean = {}
+    for name, value in values.items():
+        if value is None or value == "":
+            clean[name] = None if name not in ("symbols",) else []
+            continue
+        if name == "sizing":
+            if value not in Follow.Sizing.values:
+                raise CopyRejected(f"sizing is one of {', '.join(Follow.Sizing.values)}")
+            clean[name] = value
+        elif name == "symbols":
+            symbols = [value] if isinstance(value, str) else list(value)
+            unknown_symbols = set(symbols) - set(Instrument.objects.values_list("symbol", flat=True))
+            if unknown_symbols:
+                raise CopyRejected(f"unknown symbol(s): {', '.join(sorted(unknown_symbols))}")
+            clean[name] = symbols
+        else:
+            try:
+                number = Decimal(str(value))
+            except ArithmeticError:
+                raise CopyRejected(f"{name} must be a number") from None
+            if not number.is_finite() or number < 0:
+                raise CopyRejected(f"{name} must be a positive number")
+            limits = {"slippage": Decimal("0.10"), "take_profit": Decimal(10), "stop_loss": Decimal(1),
+                      "leverage": Decimal(100)}
+            if name in limits and number > limits[name]:
+                raise CopyRejected(f"{name} is at most {limits[name]}")
+            if name in ("ratio", "leverage", "fixed_notional") and number == 0:
+                raise CopyRejected(f"{name} must be positive")
+            clean[name] = number
+    for required in ("ratio", "fixed_notional", "slippage", "sizing"):
+        if required in clean and clean[required] is None:
+            del clean[required]  # keep the default
+    return clean
+
+
+def follow(*, user, leader: Leader, amount, asset: str = "USDT", invite_code: str = "", **settings) -> Follow:
+    """Moves `amount` from the main account into a new copy sub-account and starts copying the
+    leader's new trades."""
+    if leader.user_id == user.pk:
+        raise CopyRejected("you cannot follow yourself")
+    if leader.status != Leader.Status.ACTIVE:
+        raise CopyRejected("this leader no longer leads")
+    if not leader.is_public and invite_code != leader.invite_code:
+        raise CopyRejected("this leader is private: an invite code is needed")
+    clean = _check_settings(settings)
+    asset_row = Asset.objects.filter(code=asset).first()
+    if asset_row is None:
+        raise CopyRejected(f"unknown asset {asset}")
+    try:
+        with transaction.atomic():
+            locked = Leader.objects.select_for_update().get(pk=leader.pk)  # the follower cap under races
+            live = locked.follows.exclude(status=Follow.Status.STOPPED)
+            if live.filter(follower=user).exists():
+                raise CopyRejected("you already follow this leader")
+            if live.count() >= locked.follower_cap:
+                raise CopyRejected("this leader has reached the follower cap")
+            account = Account.objects.create(user=user, kind=Account.Kind.COPY,
+                                             name=f"leader:{leader.pk}:{timezone.now().timestamp():.6f}")
+            transfer(source=main_account(user), target=account, asset=asset_row, amount=amount,
+                     reference=f"follow:{leader.pk}")
+            follow = Follow.objects.create(follower=user, leader=locked, account=account, asset=asset_row,
+                                           allocated=Decimal(str(amount)),
+                                           profit_share_rate=locked.profit_share_rate, **clean)
+    except IntegrityError:
+        raise CopyRejected("you already follow this leader") from None
+    return follow
+
+
+def _settings_update(follow: Follow, settings: dict) -> None:
+    for name, value in _check_settings(settings).items():
+        setattr(follow, name, value)
+
+
+@transaction.atomic
+def update_follow(*, follow: Follow, **settings) -> Follow:
+    follow = Follow.objects.select_for_update().get(pk=follow.pk)
+    if follow.status == Follow.Status.STOPPED:
+        raise CopyRejected("this copy has stopped")
+    _settings_update(follow, settings)
+    follow.save()
+    return follow
+
+
+def set_status(*, follow: Follow, status: str) -> Follow:
+    """Pause or resume copying; while paused the leader's trades are recorded as skipped."""
+    if status not in (Follow.Status.ACTIVE, Follow.Status.PAUSED):
+        raise CopyRejected("a copy is paused or resumed; unfollow to stop it")
+    updated = Follow.objects.filter(pk=follow.pk).exclude(status=Follow.Status.STOPPED).update(status=status)
+    if not updated:
+        raise CopyRejected("this copy has stopped")
+    follow.refresh_from_db()
+    return follow
+
+
+def unfollow(*, follow: Follow, close_positions: bool = True, reason: str = "unfollowed") -> Follow:
+    """Stops copying; cancels the copy account's orders, closes its positions at market (or keeps
+    them), and settles the profit share."""
+    with transaction.atomic():
+        follow = Follow.objects.select_for_update().get(pk=follow.pk)
+        if follow.status == Follow.Status.STOPPED:
+            return follow
+        follow.status = Follow.Status.STOPPED
+        follow.stopped_at = timezone.now()
+        follow.stop_reason = reason
+        follow.save(update_fields=["status", "stopped_at", "stop_reason"])
+    account = follow.account
+    open_orders = list(Order.objects.select_related("instrument").filter(account=account,
+                                                                          ord_status__in=OPEN_STATUSES))
+    if open_orders:
+        cancel_orders(orders=open_orders, text="Canceled: copy stopped", wait=0)
+    if close_positions:
+        close_copy_positions(follow=follow, text=f"copy stopped: {reason}")
+    settle_profit_share(follow=follow, reason="unfollow")
+    return follow
+
+
+def close_copy_positions(*, follow: Follow, text: str) -> None:
+    positions = Position.objects.select_related("instrument", "instrument__settle_asset").filter(
+        account=follow.account).exclude(current_qty=0)
+    for position in positions:
+        side = Side.SELL if position.current_qty > 0 else Side.BUY
+        submit_orders_bulk(instrument=position.instrument, orders=[BulkOrder(
+            account_id=follow.account_id, side=side, order_qty=abs(position.current_qty), ord_type=OrdType.MARKET,
+            price=None, time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL, exec_inst="Close",
+            cl_ord_id=f"close-{follow.pk}-{position.pk}-{timezone.now().timestamp():.3f}"[:36], text=text)])
+
+
+# ---------- the fan-out ----------
+
+def copy_leader_executions(*, execution_ids: list[int]) -> int:
+    """Copies each leader execution to every follower: sizes all followers' orders in one pass, stores
+    them in one transaction and queues them as one batch. Exactly once: a repeated call finds the
+    orders (deterministic clOrdID) and CopiedOrder rows already there. Returns orders placed."""
+    executions = (Execution.objects.select_related("instrument", "instrument__settle_asset", "account__leader")
+                  .filter(pk__in=execution_ids, account__leader__status=Leader.Status.ACTIVE).order_by("pk"))
+    placed = 0
+    for execution in executions:
+        placed += _copy_execution(execution)
+    return placed
+
+
+def _copy_execution(execution: Execution) -> int:
+    leader = execution.account.leader
+    instrument = execution.instrument
+    asset = instrument.settle_asset_id
+    follows = list(Follow.objects.filter(leader=leader, created_at__lt=execution.created_at)
+                   .exclude(status=Follow.Status.STOPPED).order_by("pk"))
+    if not follows:
+        return 0
+    now = timezone.now()
+    skipped: list[tuple[Follow, str, str, int, bool]] = []  # follow, reason, side, qty, reduce_only
+    candidates = []
+    for follow in follows:
+        if follow.status == Follow.Status.PAUSED:
+            skipped.append((follow, "paused", execution.side, 0, False))
+        elif follow.symbols and instrument.symbol not in follow.symbols:
+            skipped.append((follow, f"{instrument.symbol} is not in your symbol list", execution.side, 0, False))
+        elif follow.asset_id != asset:
+            skipped.append((follow, f"{instrument.symbol} settles in {asset}, your copy capital is in {follow.asset_id}",
+                            execution.side, 0, False))
+        else:
+            candidates.append(follow)
+    accounts = [f.account_id for f in candidates]
+    equities = selectors.equities(account_ids=[*accounts, leader.account_id], asset=asset)
+    positions = dict(Position.objects.filter(instrument=instrument, account_id__in=accounts)
+                     .values_list("account_id", "current_qty"))
+    sign = 1 if execution.side == Side.BUY else -1
+    fill = calculations.LeaderFill(side=execution.side, qty=execution.last_qty, price=execution.last_px,
+                                   position_before=execution.position_qty - sign * execution.last_qty,
+                                   equity=equities.get(leader.account_id, Decimal(0)))
+    terms: ContractTerms = instrument.terms
+    sized = calculations.follower_quantities(fill, [calculations.FollowTerms(
+        follow_id=f.pk, mode=f.sizing, ratio=f.ratio, fixed_notional=f.fixed_notional,
+        equity=equities.get(f.account_id, Decimal(0)), position=positions.get(f.account_id, 0),
+        max_order_notional=f.max_order_notional, max_position_notional=f.max_position_notional)
+        for f in candidates], instrument.lot_size, terms)
+    by_pk = {f.pk: f for f in candidates}
+    requests, request_follows = [], []
+    for order in sized:
+        follow = by_pk[order.follow_id]
+        if order.skip_reason:
+            skipped.append((follow, order.skip_reason, order.side, 0, order.reduce_only))
+            continue
+        requests.append(_copy_request(execution, follow, order, instrument))
+        request_follows.append((follow, order))
+    _align_leverage(execution, candidates, instrument)
+    with transaction.atomic():
+        results = submit_orders_bulk(instrument=instrument, orders=requests)
+        rows = [(f.pk, execution.pk, reduce_only, None, side, qty, CopiedOrder.Status.SKIPPED, reason[:200], now)
+                for f, reason, side, qty, reduce_only in skipped]
+        for (follow, order), result in zip(request_follows, results):
+            status = CopiedOrder.Status.PLACED if result.order_pk else CopiedOrder.Status.SKIPPED
+            rows.append((follow.pk, execution.pk, order.reduce_only, result.order_pk, order.side, order.qty, status,
+                         result.reason[:200], now))
+        persistence.insert_ignoring_duplicates("copytrade_copiedorder", COPIED_ORDER_COLUMNS, rows)
+    _protect_positions(execution, request_follows, results, instrument)
+    return sum(1 for r in results if r.order_pk)
+
+
+COPIED_ORDER_COLUMNS = [("follow_id", "bigint"), ("leader_execution_id", "bigint"), ("reduce_only", "boolean"),
+                        ("order_id", "bigint"), ("side", "text"), ("qty", "bigint"), ("status", "text"),
+                        ("reason", "text"), ("created_at", "timestamptz")]
+
+
+def _copy_request(execution: Execution, follow: Follow, order, instrument: Instrument) -> BulkOrder:
+    """An opening copy is an IOC limit bounded by the leader's price ± the follower's slippage;
+    a reduction is a reduce-only market order, so the copy never keeps what the leader closed."""
+    cl_ord_id = f"cp{execution.pk}-{follow.pk}{'r' if order.reduce_only else 'o'}"
+    if order.reduce_only:
+        return BulkOrder(account_id=follow.account_id, side=order.side, order_qty=order.qty, ord_type=OrdType.MARKET,
+                         price=None, time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL, cl_ord_id=cl_ord_id,
+                         exec_inst="ReduceOnly", text=f"copy of {execution.exec_id}")
+    return BulkOrder(account_id=follow.account_id, side=order.side, order_qty=order.qty, ord_type=OrdType.LIMIT,
+                     price=slippage_bound(execution.last_px, order.side, follow.slippage, instrument.tick_size),
+                     time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL, cl_ord_id=cl_ord_id,
+                     text=f"copy of {execution.exec_id}")
+
+
+def slippage_bound(price: Decimal, side: str, slippage: Decimal, tick: Decimal) -> Decimal:
+    """The worst price a copied opening may fill at, on the tick grid, never worse than the limit."""
+    if side == Side.BUY:
+        return (price * (1 + slippage) / tick).to_integral_value(ROUND_FLOOR) * tick
+    return max((price * (1 - slippage) / tick).to_integral_value(ROUND_CEILING), 1) * tick
+
+
+def _align_leverage(execution: Execution, follows: list[Follow], instrument: Instrument) -> None:
+    """Followers' flat positions take the follow's fixed leverage, or the leader's."""
+    leader_leverage = (Position.objects.filter(account_id=execution.account_id, instrument=instrument)
+                       .values_list("leverage", flat=True).first())
+    rows = []
+    for follow in follows:
+        leverage = follow.leverage or leader_leverage
+        if leverage:
+            rows.append((follow.account_id, instrument.pk, min(leverage, instrument.max_leverage)))
+    persistence.set_flat_position_leverage(rows)
+
+
+def _protect_positions(execution: Execution, request_follows, results, instrument: Instrument) -> None:
+    """Take-profit and stop-loss on each copied opening: Close orders around the leader's fill price."""
+    by_instrument = []
+    for (follow, order), result in zip(request_follows, results):
+        if order.reduce_only or not result.order_pk or not (follow.take_profit or follow.stop_loss):
+            continue
+        closing = Side.SELL if order.side == Side.BUY else Side.BUY
+        up = 1 if order.side == Side.BUY else -1
+        tick = instrument.tick_size
+        for kind, fraction, ord_type in (("tp", follow.take_profit, OrdType.MARKET_IF_TOUCHED),
+                                         ("sl", follow.stop_loss, OrdType.STOP)):
+            if not fraction:
+                continue
+            direction = up if kind == "tp" else -up
+            stop = (execution.last_px * (1 + direction * fraction) / tick).to_integral_value() * tick
+            if stop <= 0:
+                continue
+            by_instrument.append(BulkOrder(
+                account_id=follow.account_id, side=closing, order_qty=0, ord_type=ord_type, price=None,
+                time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL, exec_inst="Close",
+                cl_ord_id=f"{kind}{execution.pk}-{follow.pk}", text=f"copy {kind}", stop_px=stop))
+    if by_instrument:
+        _replace_protection(by_instrument, instrument)
+
+
+def _replace_protection(orders: list[BulkOrder], instrument: Instrument) -> None:
+    accounts = {o.account_id for o in orders}
+    stale = list(Order.objects.select_related("instrument").filter(
+        account_id__in=accounts, instrument=instrument, ord_status__in=OPEN_STATUSES)
+        .filter(Q(cl_ord_id__startswith="tp") | Q(cl_ord_id__startswith="sl")))
+    if stale:
+        cancel_orders(orders=stale, text="Canceled: replaced by a new take-profit/stop-loss", wait=0)
+    submit_orders_bulk(instrument=instrument, orders=orders)
+
+
+def check_equity_stops() -> int:
+    """Stops (and closes) every copy whose equity fell below its equity stop; returns how many."""
+    stopped = 0
+    for follow in Follow.objects.filter(status__in=[Follow.Status.ACTIVE, Follow.Status.PAUSED],
+                                        equity_stop__isnull=False).select_related("account"):
+        equity = selectors.equities(account_ids=[follow.account_id], asset=follow.asset_id).get(follow.account_id)
+        if equity is not None and equity < follow.equity_stop:
+            unfollow(follow=follow, close_positions=True, reason=f"equity {equity} fell below the stop {follow.equity_stop}")
+            stopped += 1
+    return stopped
+
+
+# ---------- profit share ----------
+
+def settle_profit_share(*, follow: Follow, reason: str = "daily") -> ProfitShareSettlement | None:
+    """Pays the leader its rate on the copy's net realized profit above the high-water mark."""
+    with transaction.atomic():
+        follow = Follow.objects.select_for_update().select_related("asset", "leader").get(pk=follow.pk)
+        cumulative = selectors.copy_realized_pnl(follow=follow)
+        fee, mark = calculations.profit_share(cumulative, follow.high_water_mark, follow.profit_share_rate)
+        fee = fee.quantize(follow.asset.unit, rounding=ROUND_DOWN)
+        if mark == follow.high_water_mark and not fee:
+            return None
+        tx = None
+        if fee > 0:
+            tx = post_transaction(kind=LedgerEntry.Kind.PROFIT_SHARE, reference=f"follow:{follow.pk}",
+                                  legs=[(follow.account_id, follow.asset_id, -fee),
+                                        (follow.leader.account_id, follow.asset_id, fee)])
+        settlement = ProfitShareSettlement.objects.create(
+            follow=follow, cumulative_pnl=cumulative, high_water_mark_before=follow.high_water_mark, amount=fee,
+            transaction=tx, reason=reason)
+        follow.high_water_mark = mark
+        follow.profit_share_paid += fee
+        follow.save(update_fields=["high_water_mark", "profit_share_paid"])
+    return settlement
+
+
+def settle_all_profit_shares() -> int:
+    settled = 0
+    for follow in Follow.objects.filter(Q(status__in=[Follow.Status.ACTIVE, Follow.Status.PAUSED])
+                                        | Q(stopped_at__gte=timezone.now() - timezone.timedelta(days=7))):
+        if settle_profit_share(follow=follow):
+            settled += 1
+    return settled
+
+
+# ---------- leader statistics ----------
+
+def record_leader_executions(*, execution_ids: list[int]) -> None:
+    """Adds new executions of leaders to their running statistics (each execution counted once)."""
+    for leader_id in (Execution.objects.filter(pk__in=execution_ids, account__leader__isnull=False)
+                      .values_list("account__leader", flat=True).distinct()):
+        update_leader_stats(leader_id=leader_id)
+
+
+@transaction.atomic
+def update_leader_stats(*, leader_id: int) -> LeaderStats:
+    """Folds the leader's executions newer than the last counted one into its running statistics and
+    its days; nothing is recomputed from history."""
+    stats = LeaderStats.objects.select_for_update().select_related("leader").get(leader_id=leader_id)
+    leader = stats.leader
+    new = list(Execution.objects.filter(account_id=leader.account_id, pk__gt=stats.last_execution_id,
+                                        instrument__settle_asset_id=leader.stats_asset_id).order_by("pk"))
+    if not new:
+        return stats
+    equity = Balance.objects.filter(account_id=leader.account_id, asset_id=leader.stats_asset_id).values_list(
+        "amount", flat=True).first() or Decimal(0)
+    days: dict = {}
+    for execution in new:
+        day = days.setdefault(execution.created_at.date(), [Decimal(0), Decimal(0), 0])
+        day[0] += execution.realized_pnl
+        day[1] += execution.exec_comm
+        day[2] += 1
+        _count_trade(stats, execution)
+        stats.realized_pnl += execution.realized_pnl
+        stats.fees += execution.exec_comm
+        stats.first_trade_at = stats.first_trade_at or execution.created_at
+    for date, (pnl, fees, trades) in sorted(days.items()):
+        row, created = LeaderDay.objects.get_or_create(leader=leader, day=date)
+        if created:
+            previous = (LeaderDay.objects.filter(leader=leader, day__lt=date).order_by("-day")
+                        .values_list("equity", flat=True).first())
+            if previous:  # the day before closed: its return joins the Sharpe ratio's sums
+                daily_return = (equity - previous) / previous
+                stats.returns_count += 1
+                stats.returns_sum += daily_return
+                stats.returns_sum_squares += daily_return * daily_return
+        row.realized_pnl += pnl
+        row.fees += fees
+        row.trades += trades
+        row.equity = equity
+        row.save()
+    stats.peak_equity = max(stats.peak_equity, equity)
+    if stats.peak_equity > 0:
+        stats.max_drawdown = max(stats.max_drawdown, (stats.peak_equity - equity) / stats.peak_equity)
+    stats.last_execution_id = new[-1].pk
+    stats.save()
+    return stats
+
+
+def _count_trade(stats: LeaderStats, execution: Execution) -> None:
+    """A fill that closes or flips a position ends a trade: won if its realized PnL is positive,
+    held since the position opened."""
+    key = str(execution.instrument_id)
+    after = execution.position_qty
+    before = after - (1 if execution.side == Side.BUY else -1) * execution.last_qty
+    closed = before != 0 and (after == 0 or (before > 0) != (after > 0))
+    if closed:
+        stats.closed_trades += 1
+        stats.winning_trades += 1 if execution.realized_pnl > 0 else 0
+        opened = stats.open_since.pop(key, None)
+        if opened:
+            stats.holding_seconds += int((execution.created_at - datetime.fromisoformat(opened)).total_seconds())
+    if after and (before == 0 or closed):
+        stats.open_since[key] = execution.created_at.isoformat()

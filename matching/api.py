@@ -79,7 +79,7 @@ class OrderView(PrivateView):
         orders += [services.find_order(account=account, cl_ord_id=i) for i in _as_list(body.get("clOrdID"))]
         if not orders:
             raise BadRequest("orderID or clOrdID is required")
-        canceled = services.cancel_orders(account=account, orders=orders, text=str(body.get("text") or ""))
+        canceled = services.cancel_orders(orders=orders, text=str(body.get("text") or ""))
         return Response([_cancel_row(order, before) for order, before in zip(canceled, orders)])
 
 

@@ -8,7 +8,6 @@ orders, and commands are applied only while their rows are still pending, so a c
 redelivered entry never loses or repeats anything (docs/ENGINE.md).
 """
 import logging
-import random
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -32,6 +31,7 @@ from matching.models import (
     Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce,
 )
 from matching import persistence, selectors
+from matching.ids import fast_uuid4
 from matching.persistence import ExecutionRow
 from matching.signals import batch_committed
 
@@ -746,16 +746,6 @@ class Engine:
     def _cap_margin(self, state: SymbolState, order: LiveOrder, command: Command, batch: Batch) -> None:
         if command.new_margin is not None and order.margin_reserved > command.new_margin:
             self._release_margin(state, order, order.margin_reserved - command.new_margin, batch)
-
-
-_ids = random.Random()  # seeded once from the OS
-
-
-def fast_uuid4() -> uuid.UUID:
-    """A random (version 4) UUID for execution and match ids. uuid.uuid4() reads the OS's random
-    source for every id, which costs more than the rest of a fill; these ids need to be unique,
-    not secret."""
-    return uuid.UUID(int=_ids.getrandbits(128), version=4)
 
 
 def _pack(values: list[int]) -> bytes:

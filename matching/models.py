@@ -112,18 +112,19 @@ class Order(models.Model):
     price = models.DecimalField(**PRICE, null=True, blank=True)
     stop_px = models.DecimalField(**PRICE, null=True, blank=True)
     protect_price = models.DecimalField(**PRICE, null=True, blank=True)  # worst fill price of a market order
-    peg_price_type = models.CharField(max_length=20, blank=True, default="")
+    peg_price_type = models.CharField(max_length=20, blank=True, default="", db_default="")
     peg_offset_value = models.DecimalField(**PRICE, null=True, blank=True)
     order_qty = models.BigIntegerField()
     leaves_qty = models.BigIntegerField()
-    cum_qty = models.BigIntegerField(default=0)
+    cum_qty = models.BigIntegerField(default=0, db_default=0)
     avg_px = models.DecimalField(**PRICE, null=True, blank=True)
     # fills' total value in the quote currency (qty * price), so avg_px stays exact
-    cum_notional = models.DecimalField(max_digits=40, decimal_places=10, default=Decimal(0))
-    ord_status = models.CharField(max_length=16, choices=OrdStatus.choices, default=OrdStatus.PENDING_NEW)
-    triggered = models.CharField(max_length=20, blank=True, default="")  # "StopOrderTriggered"
-    working_indicator = models.BooleanField(default=False)
-    ord_rej_reason = models.CharField(max_length=200, blank=True, default="")
+    cum_notional = models.DecimalField(max_digits=40, decimal_places=10, default=Decimal(0), db_default=0)
+    ord_status = models.CharField(max_length=16, choices=OrdStatus.choices, default=OrdStatus.PENDING_NEW,
+                                  db_default=OrdStatus.PENDING_NEW)
+    triggered = models.CharField(max_length=20, blank=True, default="", db_default="")  # "StopOrderTriggered"
+    working_indicator = models.BooleanField(default=False, db_default=False)
+    ord_rej_reason = models.CharField(max_length=200, blank=True, default="", db_default="")
     text = models.CharField(max_length=200, blank=True, default="")
     margin_reserved = models.DecimalField(**MONEY, default=Decimal(0))
     # position in the book's time priority; the engine rebuilds books in this order

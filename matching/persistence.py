@@ -205,3 +205,68 @@ def _write_prices(engine, batch) -> None:
                      bid * tick if bid else None, ask * tick if ask else None))
     update_rows("matching_instrument", [("id", "bigint"), ("last_price", "numeric"), ("mark_price", "numeric"),
                                         ("bid_price", "numeric"), ("ask_price", "numeric")], rows)
+
+
+NEW_ORDER_COLUMNS = [
+    ("id", "bigint"), ("order_id", "uuid"), ("account_id", "bigint"), ("instrument_id", "bigint"),
+    ("cl_ord_id", "text"), ("side", "text"), ("ord_type", "text"), ("time_in_force", "text"), ("exec_inst", "text"),
+    ("price", "numeric"), ("stop_px", "numeric"), ("protect_price", "numeric"), ("order_qty", "bigint"),
+    ("leaves_qty", "bigint"), ("margin_reserved", "numeric"), ("text", "text"), ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
+]  # the other columns take their database defaults (see the migration)
+
+
+def lock_balance_rows(keys: list[tuple[int, str]]) -> dict[int, tuple[Decimal, Decimal, Decimal]]:
+    """Creates missing balance rows and locks them in primary-key order; account -> (amount, order margin,
+    position margin). All keys share one asset."""
+    unnest, params = _arrays([("account_id", "bigint"), ("asset_id", "text")], keys)
+    with raw_cursor() as cursor:
+        cursor.execute(f"INSERT INTO accounts_balance (account_id, asset_id, amount, order_margin, position_margin) "
+                       f"SELECT v.*, 0, 0, 0 FROM {unnest} AS v ON CONFLICT (account_id, asset_id) DO NOTHING", params)
+        cursor.execute(f"SELECT b.account_id, b.amount, b.order_margin, b.position_margin FROM accounts_balance b "
+                       f"JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id) "
+                       f"ORDER BY b.id FOR NO KEY UPDATE OF b", params)
+        return {account_id: (amount, om, pm) for account_id, amount, om, pm in cursor.fetchall()}
+
+
+def existing_cl_ord_ids(keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
+    unnest, params = _arrays([("account_id", "bigint"), ("cl_ord_id", "text")], keys)
+    with raw_cursor() as cursor:
+        cursor.execute(f"SELECT o.account_id, o.cl_ord_id, o.id FROM matching_order o "
+                       f"JOIN {unnest} AS v(account_id, cl_ord_id) USING (account_id, cl_ord_id)", params)
+        return {(a, c): pk for a, c, pk in cursor.fetchall()}
+
+
+def add_order_margin(asset: str, amounts: dict[int, Decimal]) -> None:
+    """Adds reserved order margin to balance rows the caller has locked."""
+    rows = [(account_id, asset, amount) for account_id, amount in sorted(amounts.items()) if amount]
+    if not rows:
+        return
+    unnest, params = _arrays([("account_id", "bigint"), ("asset_id", "text"), ("amount", "numeric")], rows)
+    with raw_cursor() as cursor:
+        cursor.execute(f"UPDATE accounts_balance AS b SET order_margin = b.order_margin + v.amount "
+                       f"FROM {unnest} AS v(account_id, asset_id, amount) "
+                       f"WHERE b.account_id = v.account_id AND b.asset_id = v.asset_id", params)
+
+
+def insert_ignoring_duplicates(table: str, columns, rows) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING: a repeated write of the same facts is a no-op."""
+    if not rows:
+        return
+    unnest, params = _arrays(columns, rows)
+    with raw_cursor() as cursor:
+        cursor.execute(f"INSERT INTO {table} ({', '.join(n for n, _ in columns)}) SELECT * FROM {unnest} "
+                       f"ON CONFLICT DO NOTHING", params)
+
+
+def set_flat_position_leverage(rows: list[tuple[int, int, Decimal]]) -> None:
+    """(account, instrument, leverage): sets the leverage of positions that are flat (creating them)."""
+    if not rows:
+        return
+    unnest, params = _arrays([("account_id", "bigint"), ("instrument_id", "bigint"), ("leverage", "numeric")], rows)
+    with raw_cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO matching_position AS p (account_id, instrument_id, leverage, current_qty, entry_value,
+                realized_pnl, cum_realized_pnl, cross_margin, margin, updated_at)
+            SELECT v.*, 0, 0, 0, 0, TRUE, 0, now() FROM {unnest} AS v
+            ON CONFLICT (account_id, instrument_id) DO UPDATE SET leverage = EXCLUDED.leverage
+            WHERE p.current_qty = 0 AND p.leverage <> EXCLUDED.leverage""", params)

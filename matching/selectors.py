@@ -21,6 +21,19 @@ def engine_positions(instrument_pk: int):
             .values_list("account_id", "current_qty", "entry_value", "realized_pnl", "cum_realized_pnl", "opened_at"))
 
 
+def unrealized_pnl_by_account(*, account_ids, asset_code: str) -> dict[int, Decimal]:
+    """Unrealized PnL at the mark price of each account's open positions settled in asset_code."""
+    totals: dict[int, Decimal] = {}
+    positions = (Position.objects.select_related("instrument", "instrument__settle_asset")
+                 .filter(account_id__in=account_ids, instrument__settle_asset_id=asset_code).exclude(current_qty=0))
+    for position in positions:
+        instrument = position.instrument
+        mark = instrument.mark_price or instrument.last_price
+        pnl = contracts.unrealized_pnl(position.current_qty, position.entry_value, mark, instrument.terms)
+        totals[position.account_id] = totals.get(position.account_id, Decimal(0)) + pnl
+    return totals
+
+
 def account_unrealized_pnl(*, account_id: int, asset_code: str) -> Decimal:
     """Unrealized PnL at the mark price of the account's open positions settled in asset_code."""
     total = Decimal(0)

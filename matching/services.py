@@ -6,14 +6,17 @@ them after the commit (docs/ENGINE.md). Error messages follow BitMEX's, which cl
 import uuid
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from typing import Sequence
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts.models import Account, Asset, Balance
 from accounts.services import InsufficientBalance, lock_balances
 from accounts.selectors import available_balance
-from matching import contracts, streams
+from matching import contracts, persistence, selectors, streams
+from matching.ids import fast_uuid4
 from matching.models import (
     OPEN_STATUSES, Instrument, Order, OrderCommand, OrdStatus, OrdType, Position, Side, TimeInForce,
 )
@@ -380,7 +383,7 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
     return _after_queueing(order, "command", command.pk, timeout)
 
 
-def cancel_orders(*, account: Account, orders: list[Order], text: str = "", wait: float | None = None) -> list[Order]:
+def cancel_orders(*, orders: list[Order], text: str = "", wait: float | None = None) -> list[Order]:
     """Queues cancels of the open ones among orders; the others come back as they are."""
     open_orders = [o for o in orders if o.ord_status in OPEN_STATUSES]
     commands = OrderCommand.objects.bulk_create(
@@ -402,7 +405,7 @@ def cancel_all_orders(*, account: Account, symbol: str | None = None, text: str 
     orders = Order.objects.select_related("instrument").filter(account=account, ord_status__in=OPEN_STATUSES)
     if symbol:
         orders = orders.filter(instrument__symbol=symbol)
-    return cancel_orders(account=account, orders=list(orders.order_by("pk")), text=text, wait=wait)
+    return cancel_orders(orders=list(orders.order_by("pk")), text=text, wait=wait)
 
 
 @transaction.atomic
@@ -438,3 +441,87 @@ def set_leverage(*, account: Account, symbol: str, leverage, cross_margin: bool 
         position.margin = new_margin
     position.save(update_fields=["leverage", "cross_margin", "margin", "updated_at"])
     return position
+
+
+# ---------- many orders at once (the copy fan-out, bots) ----------
+
+@dataclass(frozen=True)
+class BulkOrder:
+    account_id: int
+    side: str
+    order_qty: int
+    ord_type: str  # Limit (with price) or Market
+    price: Decimal | None
+    time_in_force: str
+    cl_ord_id: str  # required: it makes a repeated submission a no-op
+    exec_inst: str = ""
+    text: str = ""
+    stop_px: Decimal | None = None  # conditional orders (reduce-only ones: take-profit, stop-loss)
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    request: BulkOrder
+    order_pk: int | None  # the stored order (new or from an earlier submission); None when refused
+    reason: str = ""  # why it was refused
+
+
+INSUFFICIENT = "Account has insufficient Available Balance"
+
+
+def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder]) -> list[BulkResult]:
+    """Stores many orders of one instrument in ONE transaction and queues them in one stream write.
+
+    Margin is checked and reserved per account as in submit_order; an order the account cannot
+    afford is refused with BitMEX's message, the others go on. An order whose clOrdID the account
+    already used is not stored again: its result points at the existing order."""
+    if not orders:
+        return []
+    asset = instrument.settle_asset_id
+    now = timezone.now()
+    with transaction.atomic():
+        accounts = sorted({o.account_id for o in orders})
+        balances = persistence.lock_balance_rows([(a, asset) for a in accounts])  # before the clOrdID check
+        existing = persistence.existing_cl_ord_ids([(o.account_id, o.cl_ord_id) for o in orders])
+        positions = dict(Position.objects.filter(instrument=instrument, account_id__in=accounts)
+                         .values_list("account_id", "current_qty"))
+        leverages = dict(Position.objects.filter(instrument=instrument, account_id__in=accounts)
+                         .values_list("account_id", "leverage"))
+        unrealized = selectors.unrealized_pnl_by_account(account_ids=accounts, asset_code=asset)
+        default_leverage = min(settings.DEFAULT_LEVERAGE, instrument.max_leverage)
+        results, rows, reserved = [], [], {}
+        for request in orders:
+            if (request.account_id, request.cl_ord_id) in existing:
+                results.append(BulkResult(request, existing[(request.account_id, request.cl_ord_id)]))
+                continue
+            reduce_only = bool({"ReduceOnly", "Close"} & set(request.exec_inst.split(",")))
+            try:
+                protect = market_protection_price(instrument, request.side) if request.ord_type == OrdType.MARKET else None
+            except OrderRejected as error:
+                results.append(BulkResult(request, None, str(error)))
+                continue
+            margin = Decimal(0)
+            if not reduce_only:
+                margin = order_margin(instrument=instrument, side=request.side, qty=request.order_qty,
+                                      price=request.price or protect,
+                                      leverage=leverages.get(request.account_id, default_leverage),
+                                      position_qty=positions.get(request.account_id, 0))
+                amount, order_m, position_m = balances[request.account_id]
+                available = (amount - order_m - position_m - reserved.get(request.account_id, Decimal(0))
+                             + min(unrealized.get(request.account_id, Decimal(0)), Decimal(0)))
+                if margin > available:
+                    results.append(BulkResult(request, None, f"{INSUFFICIENT}: {margin} {asset} required, "
+                                                             f"{max(available, Decimal(0))} available"))
+                    continue
+                reserved[request.account_id] = reserved.get(request.account_id, Decimal(0)) + margin
+            rows.append((request, protect, margin))
+        ids = persistence.next_ids("matching_order", len(rows))
+        persistence.copy_rows("matching_order", persistence.NEW_ORDER_COLUMNS, [
+            (pk, fast_uuid4(), r.account_id, instrument.pk, r.cl_ord_id, r.side, r.ord_type, r.time_in_force,
+             r.exec_inst, r.price, r.stop_px, protect, r.order_qty, r.order_qty, margin, r.text[:200], now, now)
+            for pk, (r, protect, margin) in zip(ids, rows)])
+        persistence.add_order_margin(asset, reserved)
+        results += [BulkResult(r, pk) for pk, (r, _, _) in zip(ids, rows)]
+        transaction.on_commit(lambda: streams.send_commands(instrument.symbol, [("order", pk) for pk in ids]))
+    by_request = {id(result.request): result for result in results}
+    return [by_request[id(request)] for request in orders]

@@ -53,7 +53,7 @@ class Market:
             account=self.maker, instrument=self.instrument, ord_status__in=OPEN_STATUSES).order_by("-pk")
         stale = list(resting[20:100])  # keep the latest quotes, pull the older ones
         if stale:
-            services.cancel_orders(account=self.maker, orders=stale, wait=0)
+            services.cancel_orders(orders=stale, wait=0)
         for level in range(3):
             offset = spread + self.instrument.tick_size * level * 2
             for side, price in (("Buy", self.mid - offset), ("Sell", self.mid + offset)):

@@ -101,7 +101,7 @@ def test_killed_engine_loses_and_repeats_nothing(engine_streams, make_trader, tm
                 order_pks.append(order.pk)
             else:
                 target = placed[min(step[1], len(placed) - 1)]
-                services.cancel_orders(account=target.account, orders=[target], wait=0)
+                services.cancel_orders(orders=[target], wait=0)
                 order_pks.append(target.pk)
             if i == 150:  # kill it while it works through a backlog
                 wait_until(lambda: Order.objects.exclude(ord_status=OrdStatus.PENDING_NEW).count() > 20, 30,

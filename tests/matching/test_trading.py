@@ -233,7 +233,7 @@ def test_cancel_and_cancel_all_release_the_reserved_margin(engine, make_trader):
     orders = [submit(a, side="Buy", order_qty=1_000_000, price=str(40000 + i)) for i in range(3)]
     settle(engine)
     assert balance(a).order_margin > 0
-    services.cancel_orders(account=a, orders=[orders[0]])
+    services.cancel_orders(orders=[orders[0]])
     settle(engine)
     assert fresh(orders[0]).ord_status == OrdStatus.CANCELED
     services.cancel_all_orders(account=a, symbol=LIN)
@@ -248,7 +248,7 @@ def test_cancel_of_a_filled_order_is_rejected_with_its_state(engine, make_trader
     settle(engine)
     submit(b, side="Buy", order_qty=1_000_000, price="50000")
     settle(engine)
-    (result,) = services.cancel_orders(account=a, orders=[fresh(ask)])
+    (result,) = services.cancel_orders(orders=[fresh(ask)])
     assert result.ord_status == OrdStatus.FILLED and not result.commands.exists()
 
 

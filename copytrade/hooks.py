@@ -1,0 +1,34 @@
+"""Hands a committed engine batch's leader executions to the fan-out (after the commit)."""
+import time
+
+from django.dispatch import receiver
+
+from copytrade.models import Leader
+from matching.signals import batch_committed
+
+LEADERS_TTL = 2.0  # seconds: a new leader's fills are copied at most this long after applying
+_leaders = {"accounts": frozenset(), "loaded": 0.0}
+
+
+def leader_accounts() -> frozenset:
+    if time.monotonic() - _leaders["loaded"] > LEADERS_TTL:
+        _leaders["accounts"] = frozenset(Leader.objects.filter(status=Leader.Status.ACTIVE)
+                                         .values_list("account_id", flat=True))
+        _leaders["loaded"] = time.monotonic()
+    return _leaders["accounts"]
+
+
+def forget_leaders() -> None:
+    """A new or closed leader counts at once in this process (other processes within LEADERS_TTL)."""
+    _leaders["loaded"] = 0.0
+
+
+@receiver(batch_committed, dispatch_uid="copytrade.fan_out")
+def fan_out_leader_executions(sender, batch, **kwargs) -> None:
+    leaders = leader_accounts()
+    ids = [pk for pk, row in zip(batch.execution_ids, batch.executions) if row.account_id in leaders]
+    if ids:
+        from copytrade.tasks import fan_out, record_leader_stats
+
+        fan_out.delay(ids)
+        record_leader_stats.delay(ids)

@@ -1,0 +1,24 @@
+"""Celery tasks of copy trading: thin, ids in, a service does the work."""
+from celery import shared_task
+
+from copytrade import services
+
+
+@shared_task(acks_late=True)
+def fan_out(execution_ids: list[int]) -> None:
+    services.copy_leader_executions(execution_ids=execution_ids)
+
+
+@shared_task(acks_late=True)
+def record_leader_stats(execution_ids: list[int]) -> None:
+    services.record_leader_executions(execution_ids=execution_ids)
+
+
+@shared_task(acks_late=True)
+def settle_profit_shares() -> int:
+    return services.settle_all_profit_shares()
+
+
+@shared_task(acks_late=True)
+def check_equity_stops() -> int:
+    return services.check_equity_stops()

@@ -1,0 +1,1 @@
+"""Tests of copy trading (copytrade/): sizing followers' orders, profit share, leader statistics."""

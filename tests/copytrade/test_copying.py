@@ -1,0 +1,186 @@
+"""Copy trading end to end in one process: a leader trades, the engine commits, the fan-out
+(run eagerly) places each follower's order, the engine fills it. check_ledger stays clean."""
+from decimal import Decimal as D
+
+import pytest
+
+from accounts.models import Balance, SystemAccount
+from accounts.services import post_transaction, system_account
+from copytrade import selectors, services
+from copytrade.models import CopiedOrder, Follow
+from copytrade.services import CopyRejected
+from matching import services as trading
+from matching.models import Order, Position
+from tests.conftest import settle
+
+pytestmark = pytest.mark.django_db
+SYMBOL = "XBTUSDT"  # lots of 1000 contracts of 0.000001 XBT
+
+
+@pytest.fixture(autouse=True)
+def eager_tasks(settings):
+    from config.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def market(engine, make_trader):
+    """A market maker with deep quotes around 50,000 on both sides."""
+    maker = make_trader(usdt="10000000", xbt="0")
+    for i in range(5):
+        trading.submit_order(account=maker, symbol=SYMBOL, side="Sell", order_qty=50_000_000, price=str(50000 + i))
+        trading.submit_order(account=maker, symbol=SYMBOL, side="Buy", order_qty=50_000_000, price=str(49999 - i))
+    settle(engine)
+    return maker
+
+
+def leader_account(make_trader, usdt="1000000", **options):
+    account = make_trader(usdt=usdt, xbt="0")
+    leader = services.apply_to_lead(user=account.user, display_name=f"whale {account.pk}", **options)
+    return leader
+
+
+def copy_position(follow):
+    return Position.objects.filter(account=follow.account, instrument__symbol=SYMBOL).values_list(
+        "current_qty", flat=True).first() or 0
+
+
+def trade(engine, account, side, qty, **kwargs):
+    order = trading.submit_order(account=account, symbol=SYMBOL, side=side, order_qty=qty, ord_type="Market", **kwargs)
+    settle(engine)
+    return order
+
+
+def test_a_follower_copies_in_proportion_to_equity_and_mirrors_closes_pro_rata(engine, market, make_trader):
+    leader = leader_account(make_trader)
+    follower = make_trader(usdt="150000", xbt="0")
+    follow = services.follow(user=follower.user, leader=leader, amount=D(100000))  # a tenth of the leader's equity
+    trade(engine, leader.account, "Buy", 10_000_000)  # 10 XBT
+    # 100,000 / 999,625 (the leader's equity after its 375 USDT taker fee) of 10 XBT, in whole lots
+    assert copy_position(follow) == 1_000_000
+    copied = CopiedOrder.objects.get(follow=follow)
+    assert copied.status == "placed" and copied.order.ord_type == "Limit" and copied.order.time_in_force == "ImmediateOrCancel"
+    assert copied.order.price == D("50250")  # the leader's 50,000 plus the default 0.5% slippage
+    trade(engine, leader.account, "Sell", 4_000_000)  # the leader closes 40%
+    assert copy_position(follow) == 600_000  # 40% of the copy, not of equity
+    trade(engine, leader.account, "Sell", 6_000_000)  # and the rest
+    assert copy_position(follow) == 0  # no dust
+
+
+def test_a_redelivered_fan_out_places_every_order_once(engine, market, make_trader):
+    leader = leader_account(make_trader)
+    follows = [services.follow(user=make_trader(usdt="100000", xbt="0").user, leader=leader, amount=D(100000))
+               for _ in range(3)]
+    trade(engine, leader.account, "Buy", 10_000_000)
+    execution_ids = list(leader.account.executions.values_list("pk", flat=True))
+    assert services.copy_leader_executions(execution_ids=execution_ids) == 3  # as a redelivered task would
+    settle(engine)
+    for follow in follows:
+        assert Order.objects.filter(account=follow.account).count() == 1
+        assert CopiedOrder.objects.filter(follow=follow).count() == 1
+        assert copy_position(follow) == 1_000_000
+
+
+def test_orders_that_cannot_be_placed_are_recorded_with_their_reason(engine, market, make_trader):
+    leader = leader_account(make_trader)
+    paused = services.follow(user=make_trader().user, leader=leader, amount=D(100000))
+    services.set_status(follow=paused, status="paused")
+    elsewhere = services.follow(user=make_trader().user, leader=leader, amount=D(100000), symbols=["ETHUSDT"])
+    tiny = services.follow(user=make_trader().user, leader=leader, amount=D(50))  # too small for one lot
+    poor = services.follow(user=make_trader().user, leader=leader, amount=D(600), sizing="fixed_ratio", ratio=D("0.1"))
+    trade(engine, leader.account, "Buy", 10_000_000)
+    reasons = {c.follow_id: c.reason for c in CopiedOrder.objects.filter(status="skipped")}
+    assert reasons[paused.pk] == "paused"
+    assert "not in your symbol list" in reasons[elsewhere.pk]
+    assert reasons[tiny.pk] == "below minimum size"
+    assert "insufficient Available Balance" in reasons[poor.pk]
+    assert all(copy_position(f) == 0 for f in (paused, elsewhere, tiny, poor))
+
+
+def test_only_trades_after_following_are_copied(engine, market, make_trader):
+    leader = leader_account(make_trader)
+    trade(engine, leader.account, "Buy", 10_000_000)
+    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000))
+    trade(engine, leader.account, "Buy", 10_000_000)
+    assert copy_position(follow) == 1_000_000
+
+
+def test_unfollow_closes_the_copied_positions_and_settles_profit_share(engine, market, make_trader):
+    leader = leader_account(make_trader, profit_share_rate="0.20")
+    follower = make_trader(usdt="100000", xbt="0")
+    follow = services.follow(user=follower.user, leader=leader, amount=D(100000))
+    trade(engine, leader.account, "Buy", 10_000_000)
+    assert copy_position(follow) == 1_000_000
+    services.unfollow(follow=follow, close_positions=True)
+    settle(engine)
+    assert copy_position(follow) == 0
+    assert Follow.objects.get(pk=follow.pk).status == "stopped"
+
+
+def test_profit_share_is_paid_above_the_high_water_mark_and_a_loss_carries_forward(engine, make_trader):
+    leader = leader_account(make_trader, profit_share_rate="0.10")
+    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000))
+    clearing = system_account(SystemAccount.CLEARING)
+
+    def pay(amount):  # realized PnL booked on the copy account, as the engine books it
+        post_transaction(kind="realized_pnl", reference="test",
+                         legs=[(clearing.pk, "USDT", -D(amount)), (follow.account_id, "USDT", D(amount))])
+
+    pay("100")
+    first = services.settle_profit_share(follow=follow)
+    assert first.amount == D(10)
+    pay("-50")
+    assert services.settle_profit_share(follow=follow) is None  # below the mark: nothing, the loss carries
+    pay("80")  # cumulative 130: 30 above the mark of 100
+    assert services.settle_profit_share(follow=follow).amount == D(3)
+    assert Balance.objects.get(account=leader.account, asset_id="USDT").amount == D(1000000) + D(13)
+
+
+def test_a_lowered_rate_applies_to_everyone_and_a_raised_one_to_new_followers(engine, make_trader):
+    leader = leader_account(make_trader, profit_share_rate="0.20")
+    early = services.follow(user=make_trader().user, leader=leader, amount=D(1000))
+    services.update_leader(leader=leader, profit_share_rate="0.10")
+    assert Follow.objects.get(pk=early.pk).profit_share_rate == D("0.10")
+    services.update_leader(leader=leader, profit_share_rate="0.30")
+    late = services.follow(user=make_trader().user, leader=leader, amount=D(1000))
+    assert Follow.objects.get(pk=early.pk).profit_share_rate == D("0.10")
+    assert late.profit_share_rate == D("0.30")
+    with pytest.raises(CopyRejected, match="between 0 and 0.30"):
+        services.update_leader(leader=leader, profit_share_rate="0.31")
+
+
+def test_private_leaders_need_the_invite_code_and_the_cap_holds(engine, make_trader):
+    leader = leader_account(make_trader, is_public=False, follower_cap=1)
+    with pytest.raises(CopyRejected, match="invite code"):
+        services.follow(user=make_trader().user, leader=leader, amount=D(100))
+    services.follow(user=make_trader().user, leader=leader, amount=D(100), invite_code=leader.invite_code)
+    with pytest.raises(CopyRejected, match="follower cap"):
+        services.follow(user=make_trader().user, leader=leader, amount=D(100), invite_code=leader.invite_code)
+    with pytest.raises(CopyRejected, match="yourself"):
+        services.follow(user=leader.user, leader=leader, amount=D(100), invite_code=leader.invite_code)
+
+
+def test_a_copy_stop_loss_on_equity_stops_copying_and_closes_everything(engine, market, make_trader):
+    leader = leader_account(make_trader)
+    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000), equity_stop=D(99990))
+    trade(engine, leader.account, "Buy", 10_000_000)
+    assert copy_position(follow) == 1_000_000  # the taker fee (37.5) took it below 99,990
+    assert services.check_equity_stops() == 1
+    settle(engine)
+    follow.refresh_from_db()
+    assert follow.status == "stopped" and "fell below the stop" in follow.stop_reason
+    assert copy_position(follow) == 0
+
+
+def test_leader_statistics_follow_the_executions(engine, market, make_trader):
+    leader = leader_account(make_trader)
+    services.follow(user=make_trader().user, leader=leader, amount=D(100000))
+    trade(engine, leader.account, "Buy", 10_000_000)
+    trade(engine, leader.account, "Sell", 10_000_000)
+    stats = selectors.leader_statistics(leader)
+    assert stats["closed_trades"] == 1 and stats["win_rate"] == 0  # bought at the ask, sold at the bid
+    assert stats["pnl"]["all"] < 0 and stats["followers"] == 1 and stats["aum"] > 0
+    assert stats["days_trading"] == 1
