@@ -220,7 +220,8 @@ def max_drawdown(equity_curve: Sequence[Decimal]) -> Decimal:
     return worst
 
 
-def _sharpe(count: int, total: Decimal, squares: Decimal, periods_per_year: int) -> Decimal:
+def sharpe_from_sums(count: int, total: Decimal, squares: Decimal, periods_per_year: int = 365) -> Decimal:
+    """sharpe_ratio from the count, sum and sum of squares of the returns (as RunningStats keeps them)."""
     if count < 2:
         return _ZERO
     with localcontext(_EXACT):
@@ -295,7 +296,7 @@ class RunningStats:
         self.holding_seconds += _seconds(holding)
 
     def sharpe_ratio(self, periods_per_year: int = 365) -> Decimal:
-        return _sharpe(self.count, self.sum, self.sum_of_squares, periods_per_year)
+        return sharpe_from_sums(self.count, self.sum, self.sum_of_squares, periods_per_year)
 
     @property
     def win_rate(self) -> Decimal:

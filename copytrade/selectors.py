@@ -61,12 +61,7 @@ def leader_statistics(leader: Leader) -> dict:
     aum = sum(equities(account_ids=accounts, asset=leader.stats_asset_id).values(), Decimal(0)) if accounts else Decimal(0)
     followers_pnl = (LedgerEntry.objects.filter(account__follow__leader=leader, kind__in=NET_PNL_KINDS)
                      .aggregate(total=Sum("amount"))["total"] or Decimal(0))
-    count, total, squares = stats.returns_count, stats.returns_sum, stats.returns_sum_squares
-    sharpe = Decimal(0)
-    if count >= 2:
-        variance = (squares - total * total / count) / (count - 1)
-        if variance > 0:
-            sharpe = (total / count) / variance.sqrt() * Decimal(365).sqrt()
+    sharpe = calculations.sharpe_from_sums(stats.returns_count, stats.returns_sum, stats.returns_sum_squares)
     statistics.update({
         "win_rate": (Decimal(stats.winning_trades) / stats.closed_trades) if stats.closed_trades else Decimal(0),
         "closed_trades": stats.closed_trades,

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from copytrade.calculations import (
     FollowTerms, LeaderFill, RunningStats, SizedOrder, _sized, average_holding_seconds,
     contracts_for_value, follower_quantities, max_drawdown, pnl_windows, profit_share, roi,
-    sharpe_ratio, split_fill, win_rate,
+    sharpe_from_sums, sharpe_ratio, split_fill, win_rate,
 )
 from matching.contracts import ContractTerms, contract_value
 
@@ -324,6 +324,7 @@ def test_max_drawdown_stops_at_everything_lost_and_ignores_non_positive_peaks():
 
 def test_sharpe_is_mean_over_sample_stdev_annualized():
     assert sharpe_ratio([D("0.01"), D("0.02"), D("0.03")]) == +(2 * D(365).sqrt())
+    assert sharpe_from_sums(3, D("0.06"), D("0.0014")) == +(2 * D(365).sqrt())
     assert sharpe_ratio([D("0.01"), D("0.03")], periods_per_year=252) == +(D(2) / D(2).sqrt() * D(252).sqrt())
 
 
