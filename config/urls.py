@@ -10,6 +10,7 @@ urlpatterns = [
     path("api/v1/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/", include("matching.api")),
     path("api/v1/", include("accounts.api")),
+    path("api/v1/copytrade/", include("copytrade.api")),
     path("account/", include("accounts.urls")),
     path("admin/", admin.site.urls),
 ]
