@@ -132,6 +132,13 @@ CELERY_BROKER_URL = CELERY_RESULT_BACKEND = (
     "redis+socket://" + REDIS_URL.removeprefix("unix://") if REDIS_URL.startswith("unix://") else REDIS_URL
 )
 CELERY_TASK_ACKS_LATE = True  # a task whose worker dies is redelivered, not lost
+# how long a delivered, unacknowledged task waits before Redis hands it to another worker
+# (and how often workers look for such tasks: about every interval x throttle seconds)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "300")),
+    "unacked_restore_interval": int(os.environ.get("CELERY_RESTORE_INTERVAL", "10")),
+    "unacked_restore_throttle": int(os.environ.get("CELERY_RESTORE_THROTTLE", "10")),
+}
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

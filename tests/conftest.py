@@ -83,7 +83,7 @@ def make_trader(db, books_balance):
     counter = iter(range(1, 10**6))
 
     def make(usdt="100000", xbt="1", name=None):
-        user = User.objects.create_user(name or f"trader{next(counter)}", password="pw-for-tests")
+        user = User.objects.create_user(name or f"trader{next(counter)}")  # no password: tests log in with force_login
         account = main_account(user)
         for asset, amount in (("USDT", usdt), ("XBT", xbt)):
             if Decimal(amount):
