@@ -150,8 +150,10 @@ class Batch:
     positions: dict = field(default_factory=dict)  # (instrument_pk, account_id) -> LivePosition
     # (account_id, asset) -> [amount, order_margin, position_margin] deltas; margins also from positions
     balances: dict = field(default_factory=dict)
-    transactions: list = field(default_factory=list)  # creation time of each ledger transaction
-    ledger: list = field(default_factory=list)  # (transaction index, account, asset, amount, kind, reference)
+    # one ledger transaction per batch: the traders' entries, each naming its execution, and per
+    # exchange account, asset and kind one entry with the other side of all of them
+    ledger: list = field(default_factory=list)  # (account, asset, amount, kind, reference)
+    system_ledger: dict = field(default_factory=dict)  # (account, asset, kind) -> amount
     commands: dict = field(default_factory=dict)  # pk -> (status, reason)
     instruments: set = field(default_factory=set)
     applied: list = field(default_factory=list)  # ("order" | "command", pk) applied by this batch
@@ -561,8 +563,6 @@ class Engine:
         match_id = fast_uuid4()
         instrument = state.instrument
         asset = state.asset
-        transaction = len(batch.transactions)
-        batch.transactions.append(now)
         for order, liquidity, rate in ((maker, ADDED, instrument.maker_fee), (taker, REMOVED, instrument.taker_fee)):
             leaves_before = order.leaves_qty
             order.leaves_qty -= qty
@@ -591,10 +591,10 @@ class Engine:
             exec_id = fast_uuid4()
             reference = f"execution:{exec_id}"
             if fee:
-                self._post(batch, transaction, FEE, reference, asset, order.account_id, self.fees_account_id, fee)
+                self._post(batch, FEE, reference, asset, order.account_id, -fee, self.fees_account_id)
             if change.realized_pnl:
-                self._post(batch, transaction, REALIZED_PNL, reference, asset, self.clearing_account_id,
-                           order.account_id, change.realized_pnl)
+                self._post(batch, REALIZED_PNL, reference, asset, order.account_id, change.realized_pnl,
+                           self.clearing_account_id)
             batch.executions.append(ExecutionRow(
                 exec_id, order.pk, order.account_id, instrument.pk, match_id, order.side, qty, price, "Trade", liquidity,
                 rate, fee, change.realized_pnl, order.leaves_qty, order.cum_qty, order.ord_status, position.qty, now))
@@ -602,13 +602,14 @@ class Engine:
         batch.instruments.add(instrument.pk)
 
     @staticmethod
-    def _post(batch: Batch, transaction: int, kind: str, reference: str, asset: str, payer: int, payee: int,
-              amount: Decimal) -> None:
-        """Two ledger entries: amount moves from payer to payee (a negative amount moves back)."""
-        batch.ledger.append((transaction, payer, asset, -amount, kind, reference))
-        batch.ledger.append((transaction, payee, asset, amount, kind, reference))
-        batch.balance(payer, asset)[0] -= amount
-        batch.balance(payee, asset)[0] += amount
+    def _post(batch: Batch, kind: str, reference: str, asset: str, account_id: int, amount: Decimal,
+              system_account_id: int) -> None:
+        """A trader's ledger entry; its other side, on an exchange account, is summed over the batch."""
+        batch.ledger.append((account_id, asset, amount, kind, reference))
+        batch.balance(account_id, asset)[0] += amount
+        key = (system_account_id, asset, kind)
+        batch.system_ledger[key] = batch.system_ledger.get(key, Decimal(0)) - amount
+        batch.balance(system_account_id, asset)[0] -= amount
 
     def _after_trades(self, state: SymbolState, batch: Batch) -> None:
         self._check_triggers(state, batch)

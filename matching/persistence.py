@@ -104,7 +104,7 @@ def write_batch(engine, batch) -> None:
     now = timezone.now()
     _write_positions(engine, batch, now)
     _write_balances(batch)
-    _write_ledger(batch)
+    _write_ledger(batch, now)
     _write_orders(batch, now)
     batch.execution_ids = next_ids("matching_execution", len(batch.executions))
     copy_rows("matching_execution", [("id", "bigint"), *EXECUTION_COLUMNS],
@@ -177,14 +177,17 @@ def _write_balances(batch) -> None:
                        params)
 
 
-def _write_ledger(batch) -> None:
-    """The batch's ledger transactions get ids from their sequence, then their entries are written."""
-    if not batch.transactions:
+def _write_ledger(batch, now) -> None:
+    """The batch's ledger transaction: every trader entry, and the exchange accounts' summed other sides."""
+    if not batch.ledger:
         return
-    ids = next_ids("accounts_ledgertransaction", len(batch.transactions))
-    copy_rows("accounts_ledgertransaction", [("id", "bigint"), ("created_at", "timestamptz")],
-              list(zip(ids, batch.transactions)))
-    copy_rows("accounts_ledgerentry", LEDGER_COLUMNS, [(ids[tx], *rest) for tx, *rest in batch.ledger])
+    (transaction_id,) = next_ids("accounts_ledgertransaction", 1)
+    copy_rows("accounts_ledgertransaction", [("id", "bigint"), ("created_at", "timestamptz")], [(transaction_id, now)])
+    reference = f"batch:{transaction_id}"
+    copy_rows("accounts_ledgerentry", LEDGER_COLUMNS,
+              [(transaction_id, *entry) for entry in batch.ledger] +
+              [(transaction_id, account_id, asset, amount, kind, reference)
+               for (account_id, asset, kind), amount in batch.system_ledger.items() if amount])
 
 
 def _write_orders(batch, now) -> None:
