@@ -186,7 +186,7 @@ class CopiedOrdersView(FollowView):
             rows.append({
                 "leaderExecID": str(execution.exec_id), "symbol": execution.instrument.symbol,
                 "leaderSide": execution.side, "leaderQty": execution.last_qty, "leaderPx": number(execution.last_px),
-                "status": copied.status, "reason": copied.reason, "side": copied.side, "orderQty": copied.qty,
+                "status": copied.status, "reason": selectors.copy_outcome(copied), "side": copied.side, "orderQty": copied.qty,
                 "reduceOnly": copied.reduce_only, "orderID": str(order.order_id) if order else None,
                 "ordStatus": order.ord_status if order else None, "cumQty": order.cum_qty if order else 0,
                 "avgPx": number(order.avg_px) if order else None, "timestamp": iso(copied.created_at)})

@@ -95,3 +95,14 @@ def settlements(*, follow: Follow) -> list[ProfitShareSettlement]:
 
 def copy_positions(*, follow: Follow) -> list[Position]:
     return list(Position.objects.select_related("instrument").filter(account_id=follow.account_id).exclude(current_qty=0))
+
+
+def copy_outcome(copied: CopiedOrder) -> str:
+    """Why a copy did not (fully) happen: the stored skip reason, or what the slippage bound left unfilled."""
+    order = copied.order
+    if copied.reason or order is None:
+        return copied.reason
+    if order.ord_status == "Canceled" and order.cum_qty < order.order_qty and not copied.reduce_only:
+        return (f"slippage exceeded: {order.cum_qty} of {order.order_qty} filled within "
+                f"{order.price.normalize()}")
+    return ""

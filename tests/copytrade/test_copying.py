@@ -184,3 +184,15 @@ def test_leader_statistics_follow_the_executions(engine, market, make_trader):
     assert stats["closed_trades"] == 1 and stats["win_rate"] == 0  # bought at the ask, sold at the bid
     assert stats["pnl"]["all"] < 0 and stats["followers"] == 1 and stats["aum"] > 0
     assert stats["days_trading"] == 1
+
+
+def test_a_copy_that_would_fill_beyond_its_slippage_says_so(engine, make_trader):
+    thin = make_trader(usdt="10000000", xbt="0")
+    trading.submit_order(account=thin, symbol=SYMBOL, side="Sell", order_qty=10_000_000, price="50000")
+    trading.submit_order(account=thin, symbol=SYMBOL, side="Sell", order_qty=50_000_000, price="52000")  # 4% away
+    settle(engine)
+    leader = leader_account(make_trader)
+    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000))
+    trade(engine, leader.account, "Buy", 10_000_000)  # takes the whole 50,000 level; the copy finds 52,000
+    (copied,) = selectors.copied_orders(follow=follow)
+    assert selectors.copy_outcome(copied).startswith("slippage exceeded: 0 of 1000000 filled within 50250")
