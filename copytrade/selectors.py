@@ -104,5 +104,5 @@ def copy_outcome(copied: CopiedOrder) -> str:
         return copied.reason
     if order.ord_status == "Canceled" and order.cum_qty < order.order_qty and not copied.reduce_only:
         return (f"slippage exceeded: {order.cum_qty} of {order.order_qty} filled within "
-                f"{order.price.normalize()}")
+                f"{format(order.price.normalize(), 'f')}")
     return ""
