@@ -117,19 +117,31 @@ def _positive(amount: Decimal, asset: Asset) -> Decimal:
     return amount
 
 
-@transaction.atomic
-def deposit(*, account: Account, asset: Asset | str, amount: Decimal,
-            request_id: uuid.UUID | None = None) -> CashMovement:
-    """Credits the account from the outside world. A repeated request_id returns the first deposit."""
+def _move_cash(kind: str, account: Account, asset: Asset | str, amount, request_id: uuid.UUID | None,
+               check_available: bool) -> CashMovement:
+    """A deposit (credit) or withdrawal (debit) against the outside world; a repeated request_id
+    returns the first movement."""
     asset = _asset(asset)
     amount = _positive(amount, asset)
     if request_id and (done := CashMovement.objects.filter(request_id=request_id).first()):
         return done
+    request_id = request_id or uuid.uuid4()
     external = system_account(SystemAccount.EXTERNAL)
-    tx = post_transaction(kind=LedgerEntry.Kind.DEPOSIT, reference=f"account:{account.pk}",
-                          legs=[(external.pk, asset.code, -amount), (account.pk, asset.code, amount)])
-    return CashMovement.objects.create(request_id=request_id or uuid.uuid4(), kind=CashMovement.Kind.DEPOSIT,
-                                       account=account, asset=asset, amount=amount, transaction=tx)
+    balances = lock_balances([(account.pk, asset.code), (external.pk, asset.code)])
+    if check_available:
+        _debit_available(balances, account, asset, amount)
+    signed = amount if kind == CashMovement.Kind.DEPOSIT else -amount
+    tx = post_transaction(kind=kind, reference=f"cash:{request_id}", balances=balances,
+                          legs=[(external.pk, asset.code, -signed), (account.pk, asset.code, signed)])
+    return CashMovement.objects.create(request_id=request_id, kind=kind, account=account, asset=asset,
+                                       amount=amount, transaction=tx)
+
+
+@transaction.atomic
+def deposit(*, account: Account, asset: Asset | str, amount: Decimal,
+            request_id: uuid.UUID | None = None) -> CashMovement:
+    """Credits the account from the outside world. A repeated request_id returns the first deposit."""
+    return _move_cash(CashMovement.Kind.DEPOSIT, account, asset, amount, request_id, check_available=False)
 
 
 def faucet_deposit(*, account: Account, asset: Asset | str, amount: Decimal | None = None,
@@ -157,18 +169,7 @@ def _debit_available(balances: dict[tuple[int, str], Balance], account: Account,
 def withdraw(*, account: Account, asset: Asset | str, amount: Decimal,
              request_id: uuid.UUID | None = None) -> CashMovement:
     """Pays out to the outside world; never more than the available balance, even under races."""
-    asset = _asset(asset)
-    amount = _positive(amount, asset)
-    if request_id and (done := CashMovement.objects.filter(request_id=request_id).first()):
-        return done
-    external = system_account(SystemAccount.EXTERNAL)
-    balances = lock_balances([(account.pk, asset.code), (external.pk, asset.code)])
-    _debit_available(balances, account, asset, amount)
-    tx = post_transaction(kind=LedgerEntry.Kind.WITHDRAWAL, reference=f"account:{account.pk}",
-                          balances=balances,
-                          legs=[(account.pk, asset.code, -amount), (external.pk, asset.code, amount)])
-    return CashMovement.objects.create(request_id=request_id or uuid.uuid4(), kind=CashMovement.Kind.WITHDRAWAL,
-                                       account=account, asset=asset, amount=amount, transaction=tx)
+    return _move_cash(CashMovement.Kind.WITHDRAWAL, account, asset, amount, request_id, check_available=True)
 
 
 @transaction.atomic
