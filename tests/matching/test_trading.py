@@ -322,3 +322,32 @@ def test_orders_whose_stream_entry_was_lost_are_applied_by_the_sweep(engine, mak
     rounds = iter(range(3))
     engine.run(stop=lambda: next(rounds, None) is None)
     assert fresh(ask).ord_status == fresh(bid).ord_status == OrdStatus.FILLED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_orders_at_once_cannot_both_reserve_the_same_margin(engine_streams, make_trader):
+    import threading
+
+    from django.db import connections
+
+    account = make_trader(usdt="6000", xbt="0")  # one 1 XBT order at 10x needs 5,037.5
+    barrier = threading.Barrier(2)
+    results = []
+
+    def place(i):
+        try:
+            barrier.wait()
+            submit(account, side="Buy", order_qty=1_000_000, price="50000", cl_ord_id=f"race-{i}", wait=0)
+            results.append("accepted")
+        except InsufficientBalance:
+            results.append("refused")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=place, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["accepted", "refused"]
+    assert balance(account).order_margin == D("5037.5")
