@@ -191,12 +191,6 @@ static size_t lower_bound(const ob_side *s, int64_t key) {
     return lo;
 }
 
-static level_t *find_level(const ob_side *s, int side, int64_t price) {
-    int64_t key = sort_key(side, price);
-    size_t i = lower_bound(s, key);
-    return (i < s->len && s->keys[i] == key) ? s->levels[i] : NULL;
-}
-
 static int reserve_side(ob_side *s) {
     if (s->len < s->cap) return OB_OK;
     size_t cap = s->cap ? s->cap * 2 : 64;
@@ -210,12 +204,25 @@ static int reserve_side(ob_side *s) {
     return OB_OK;
 }
 
-/* the level at price, created if missing; room was reserved by the caller */
-static level_t *level_for(ob_book *b, int side, int64_t price) {
+/* where a price's level is, or would be inserted, on a side: found is NULL when it does not exist */
+typedef struct {
+    size_t index;
+    int64_t key;
+    level_t *found;
+} level_slot;
+
+static level_slot find_slot(const ob_side *s, int side, int64_t price) {
+    level_slot slot = {0, sort_key(side, price), NULL};
+    slot.index = lower_bound(s, slot.key);
+    if (slot.index < s->len && s->keys[slot.index] == slot.key) slot.found = s->levels[slot.index];
+    return slot;
+}
+
+/* the slot's level, created at its index if missing; room was reserved by the caller */
+static level_t *level_at(ob_book *b, int side, level_slot slot, int64_t price) {
+    if (slot.found) return slot.found;
     ob_side *s = &b->sides[side];
-    int64_t key = sort_key(side, price);
-    size_t i = lower_bound(s, key);
-    if (i < s->len && s->keys[i] == key) return s->levels[i];
+    size_t i = slot.index;
     level_t *l = take_level(b);
     l->price = price;
     l->total = 0;
@@ -226,13 +233,14 @@ static level_t *level_for(ob_book *b, int side, int64_t price) {
         memmove(&s->keys[i + 1], &s->keys[i], tail * sizeof(int64_t));
         memmove(&s->levels[i + 1], &s->levels[i], tail * sizeof(level_t *));
     }
-    s->keys[i] = key;
+    s->keys[i] = slot.key;
     s->levels[i] = l;
     s->len++;
     return l;
 }
 
-static void drop_level(ob_book *b, int side, level_t *l) {
+/* removes an empty level; returns the index it had */
+static size_t drop_level(ob_book *b, int side, level_t *l) {
     ob_side *s = &b->sides[side];
     size_t i;
     if (s->len && s->levels[s->len - 1] == l) {
@@ -245,6 +253,7 @@ static void drop_level(ob_book *b, int side, level_t *l) {
     }
     s->len--;
     give_level(b, l);
+    return i;
 }
 
 static inline void link_back(level_t *l, order_t *o) {
@@ -274,10 +283,12 @@ static inline void unlink_order(level_t *l, order_t *o) {
 }
 
 /* takes a resting order out of the book; its level goes when empty; the order stays allocated */
-static void detach(ob_book *b, order_t *o) {
+/* takes a resting order out of the book; returns the index of its level if that level went
+ * (it was empty), else SIZE_MAX */
+static size_t detach(ob_book *b, order_t *o) {
     level_t *l = o->level;
     unlink_order(l, o);
-    if (l->count == 0) drop_level(b, o->side, l);
+    return l->count == 0 ? drop_level(b, o->side, l) : SIZE_MAX;
 }
 
 static void forget(ob_book *b, order_t *o) {
@@ -417,10 +428,8 @@ static int reserve_resting(ob_book *b, int side) {
     return OB_OK;
 }
 
-static int would_overflow(const ob_book *b, int side, int64_t price, int64_t add, int64_t minus) {
-    const level_t *l = find_level(&b->sides[side], side, price);
-    if (!l) return 0;
-    return l->total - minus > INT64_MAX - add;
+static inline int overflows(const level_slot *slot, int64_t add) {
+    return slot->found && slot->found->total > INT64_MAX - add;
 }
 
 static int post_only_crosses(const ob_book *b, int side, int64_t price) {
@@ -439,8 +448,11 @@ static int place_limit(ob_book *b, const ob_command *c, emitter *e) {
     if ((c->flags & ~(int64_t)OB_FLAG_ALL) || tif > OB_FOK) return OB_ERR_BAD_FLAGS;
     if (find_order(b, c->order_id)) return OB_ERR_DUPLICATE_ID;
     int side = (int)c->side;
+    /* one search serves the overflow check and the resting: matching never touches this side */
+    level_slot slot = {0, 0, NULL};
     if (tif == OB_GTC) {
-        if (would_overflow(b, side, c->price, c->qty, 0)) return OB_ERR_OVERFLOW;
+        slot = find_slot(&b->sides[side], side, c->price);
+        if (overflows(&slot, c->qty)) return OB_ERR_OVERFLOW;
         if ((err = reserve_resting(b, side))) return err;
     }
     if ((c->flags & OB_FLAG_POST_ONLY) && post_only_crosses(b, side, c->price)) {
@@ -466,7 +478,7 @@ static int place_limit(ob_book *b, const ob_command *c, emitter *e) {
     o->qty = remaining;
     o->side = side;
     o->flags = (int32_t)(c->flags & ~(int64_t)OB_FLAG_TIF_MASK);
-    link_back(level_for(b, side, c->price), o);
+    link_back(level_at(b, side, slot, c->price), o);
     put_slot(b->slots, b->slot_mask, b->slot_shift, o->id, o);
     b->order_count++;
     emit(e, OB_EV_REST, o->id, o->owner, o->price, remaining, side);
@@ -532,11 +544,13 @@ static int amend_order(ob_book *b, const ob_command *c, emitter *e) {
         forget(b, o);
         return OB_OK;
     }
-    if (would_overflow(b, side, c->price, c->qty, 0)) return OB_ERR_OVERFLOW;
+    level_slot slot = find_slot(&b->sides[side], side, c->price);
+    if (overflows(&slot, c->qty)) return OB_ERR_OVERFLOW;
     int err;
     if ((err = reserve_level(b)) || (err = reserve_side(&b->sides[side]))) return err;
     emit(e, OB_EV_AMEND, o->id, o->owner, c->price, c->qty, 0);
-    detach(b, o);
+    size_t dropped = detach(b, o);
+    if (dropped < slot.index) slot.index--; /* the old level left from below the new one's place */
     incoming in = {o->id, o->owner, c->price, c->qty, side,
                    (o->flags & OB_FLAG_STP_MASK) >> OB_FLAG_STP_SHIFT, 1};
     int64_t remaining = match(b, &in, e);
@@ -546,7 +560,7 @@ static int amend_order(ob_book *b, const ob_command *c, emitter *e) {
     }
     o->price = c->price;
     o->qty = remaining;
-    link_back(level_for(b, side, c->price), o);
+    link_back(level_at(b, side, slot, c->price), o);
     return OB_OK;
 }
 
@@ -695,7 +709,8 @@ int ob_insert_resting(ob_book *b, int64_t order_id, int64_t owner, int64_t side,
     if (flags & ~(int64_t)(OB_FLAG_POST_ONLY | OB_FLAG_STP_MASK)) return OB_ERR_BAD_FLAGS;
     if (!b->slots && alloc_slots(b, 10) != OB_OK) return OB_ERR_NO_MEMORY;
     if (find_order(b, order_id)) return OB_ERR_DUPLICATE_ID;
-    if (would_overflow(b, (int)side, price, qty, 0)) return OB_ERR_OVERFLOW;
+    level_slot slot = find_slot(&b->sides[side], (int)side, price);
+    if (overflows(&slot, qty)) return OB_ERR_OVERFLOW;
     if ((err = reserve_resting(b, (int)side))) return err;
     order_t *o = take_order(b);
     o->id = order_id;
@@ -704,7 +719,7 @@ int ob_insert_resting(ob_book *b, int64_t order_id, int64_t owner, int64_t side,
     o->qty = qty;
     o->side = (int32_t)side;
     o->flags = (int32_t)flags;
-    link_back(level_for(b, (int)side, price), o);
+    link_back(level_at(b, (int)side, slot, price), o);
     put_slot(b->slots, b->slot_mask, b->slot_shift, order_id, o);
     b->order_count++;
     return OB_OK;
