@@ -16,7 +16,7 @@ from copytrade import services
 from copytrade.models import CopiedOrder
 from copytrade.tasks import fan_out
 from matching import services as trading
-from matching.models import Execution, Order, OrdStatus
+from matching.models import Execution, Instrument, Order, OrdStatus
 from tests.matching.test_engine_process import database_url, start_engine, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +75,7 @@ def test_a_task_delivered_twice_copies_once(setup, tmp_path):
     worker = start_worker(tmp_path / "worker.log")
     try:
         wait_until(lambda: b"ready" in (tmp_path / "worker.log").read_bytes(), 60, "the worker")
+        wait_until(lambda: Instrument.objects.get(symbol="XBTUSDT").ask_price is not None, 60, "the maker's asks")
         # one market order that sweeps six price levels: six leader executions
         trading.submit_order(account=leader.account, symbol="XBTUSDT", side="Buy", order_qty=550_000_000,
                              ord_type="Market", wait=0)
@@ -97,6 +98,7 @@ def test_a_worker_killed_mid_fan_out_leaves_nothing_lost_or_doubled(setup, tmp_p
     worker = start_worker(tmp_path / "worker.log")
     try:
         wait_until(lambda: b"ready" in (tmp_path / "worker.log").read_bytes(), 60, "the worker")
+        wait_until(lambda: Instrument.objects.get(symbol="XBTUSDT").ask_price is not None, 60, "the maker's asks")
         trading.submit_order(account=leader.account, symbol="XBTUSDT", side="Buy", order_qty=550_000_000,
                              ord_type="Market", wait=0)
         wait_until(lambda: CopiedOrder.objects.exists(), 120, "the fan-out to start")
