@@ -116,7 +116,9 @@ def run(sizes: list[int]) -> dict:
                         "--hostname", f"bench-{os.getpid()}@%h"], logs / "worker.log")
         time.sleep(5)
         # one deep level for the leader, and deep levels for every follower's IOC order to fill against
-        trading.submit_order(account=maker, symbol=SYMBOL, side="Sell", order_qty=1_000_000_000, price="50000", wait=0)
+        for price in ("50000", "50000.5", "50001"):
+            trading.submit_order(account=maker, symbol=SYMBOL, side="Sell", order_qty=1_000_000_000, price=price,
+                                 wait=0)
         results = []
         for leader, size in zip(leaders, sizes):
             time.sleep(3)  # the leader cache of the engine's hook is fresh
