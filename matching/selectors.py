@@ -27,23 +27,21 @@ def unrealized_pnl_by_account(*, account_ids, asset_code: str) -> dict[int, Deci
     positions = (Position.objects.select_related("instrument", "instrument__settle_asset")
                  .filter(account_id__in=account_ids, instrument__settle_asset_id=asset_code).exclude(current_qty=0))
     for position in positions:
-        instrument = position.instrument
-        mark = instrument.mark_price or instrument.last_price
-        pnl = contracts.unrealized_pnl(position.current_qty, position.entry_value, mark, instrument.terms)
-        totals[position.account_id] = totals.get(position.account_id, Decimal(0)) + pnl
+        totals[position.account_id] = totals.get(position.account_id, Decimal(0)) + _wallet_pnl(position)
     return totals
+
+
+def _wallet_pnl(position: Position) -> Decimal:
+    """A position's unrealized PnL as the wallet bears it: an isolated position can lose only its margin."""
+    instrument = position.instrument
+    mark = instrument.mark_price or instrument.last_price
+    pnl = contracts.unrealized_pnl(position.current_qty, position.entry_value, mark, instrument.terms)
+    return pnl if position.cross_margin else max(pnl, -position.margin)
 
 
 def account_unrealized_pnl(*, account_id: int, asset_code: str) -> Decimal:
     """Unrealized PnL at the mark price of the account's open positions settled in asset_code."""
-    total = Decimal(0)
-    positions = (Position.objects.select_related("instrument", "instrument__settle_asset")
-                 .filter(account_id=account_id, instrument__settle_asset_id=asset_code).exclude(current_qty=0))
-    for position in positions:
-        instrument: Instrument = position.instrument
-        mark = instrument.mark_price or instrument.last_price
-        total += contracts.unrealized_pnl(position.current_qty, position.entry_value, mark, instrument.terms)
-    return total
+    return unrealized_pnl_by_account(account_ids=[account_id], asset_code=asset_code).get(account_id, Decimal(0))
 
 
 @dataclass(frozen=True)

@@ -33,3 +33,20 @@ def test_the_home_page_shows_every_market(client, reference_data):
     page = client.get("/").content.decode()
     for symbol in ("XBTUSD", "XBTUSDT", "ETHUSDT"):
         assert f'id="market-{symbol}"' in page
+
+
+def test_staff_deposit_and_withdraw_through_the_admin_and_it_is_ledgered(admin_client, make_trader):
+    from accounts.models import CashMovement, LedgerEntry
+
+    account = make_trader(usdt="0", xbt="0")
+    response = admin_client.post("/admin/accounts/cashmovement/add/",
+                                 {"kind": "deposit", "account": account.pk, "asset": "USDT", "amount": "250"})
+    assert response.status_code == 302
+    assert Balance.objects.get(account=account, asset_id="USDT").amount == 250
+    movement = CashMovement.objects.get(account=account)
+    assert LedgerEntry.objects.filter(transaction=movement.transaction).count() == 2
+    too_much = admin_client.post("/admin/accounts/cashmovement/add/",
+                                 {"kind": "withdrawal", "account": account.pk, "asset": "USDT", "amount": "251"},
+                                 follow=True)
+    assert "insufficient Available Balance" in too_much.content.decode()
+    assert Balance.objects.get(account=account, asset_id="USDT").amount == 250

@@ -196,3 +196,15 @@ def test_a_copy_that_would_fill_beyond_its_slippage_says_so(engine, make_trader)
     trade(engine, leader.account, "Buy", 10_000_000)  # takes the whole 50,000 level; the copy finds 52,000
     (copied,) = selectors.copied_orders(follow=follow)
     assert selectors.copy_outcome(copied).startswith("slippage exceeded: 0 of 1000000 filled within 50250")
+
+
+def test_copied_openings_get_a_take_profit_and_a_stop_loss(engine, market, make_trader):
+    leader = leader_account(make_trader)
+    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000), take_profit=D("0.10"),
+                             stop_loss=D("0.05"))
+    trade(engine, leader.account, "Buy", 10_000_000)
+    protection = {o.ord_type: o for o in Order.objects.filter(account=follow.account, exec_inst="Close")}
+    assert protection["MarketIfTouched"].stop_px == D(55000) and protection["MarketIfTouched"].side == "Sell"
+    assert protection["Stop"].stop_px == D(47500) and protection["Stop"].ord_status == "Untriggered"
+    trade(engine, leader.account, "Buy", 10_000_000)  # a new opening replaces the pair
+    assert Order.objects.filter(account=follow.account, exec_inst="Close", ord_status="Untriggered").count() == 2
