@@ -127,10 +127,18 @@ class FollowsView(APIView):
             raise BadRequest("leaderID is required and must name a leader")
         if body.get("amount") in (None, ""):
             raise BadRequest("amount is required")
+        copy_open = body.get("copyOpenPositions", False)
+        if not isinstance(copy_open, bool):
+            raise BadRequest("copyOpenPositions must be true or false")
         follow = services.follow(user=request.user, leader=leader, amount=str(body["amount"]),
                                  asset=body.get("currency", "USDT"), invite_code=body.get("inviteCode", ""),
-                                 **_settings(body, {"leaderID", "amount", "currency", "inviteCode"}))
-        return Response(follow_row(follow))
+                                 copy_open_positions=copy_open,
+                                 **_settings(body, {"leaderID", "amount", "currency", "inviteCode", "copyOpenPositions"}))
+        row = follow_row(follow)
+        if copy_open:
+            row["warning"] = ("The leader's open positions were copied at market, at current prices: your entries "
+                              "differ from the leader's, and so will your results.")
+        return Response(row)
 
 
 class FollowView(APIView):

@@ -128,9 +128,11 @@ def _check_settings(values: dict) -> dict:
     return clean
 
 
-def follow(*, user, leader: Leader, amount, asset: str = "USDT", invite_code: str = "", **settings) -> Follow:
+def follow(*, user, leader: Leader, amount, asset: str = "USDT", invite_code: str = "",
+           copy_open_positions: bool = False, **settings) -> Follow:
     """Moves `amount` from the main account into a new copy sub-account and starts copying the
-    leader's new trades."""
+    leader's new trades. With copy_open_positions, the leader's current positions are also opened
+    at market, at today's prices, not the leader's entries."""
     if leader.user_id == user.pk:
         raise CopyRejected("you cannot follow yourself")
     if leader.status != Leader.Status.ACTIVE:
@@ -158,7 +160,45 @@ def follow(*, user, leader: Leader, amount, asset: str = "USDT", invite_code: st
                                            profit_share_rate=locked.profit_share_rate, **clean)
     except IntegrityError:
         raise CopyRejected("you already follow this leader") from None
+    if copy_open_positions:
+        open_leader_positions(follow=follow)
     return follow
+
+
+def open_leader_positions(*, follow: Follow) -> list[str]:
+    """Opens, at market, the follower's proportional share of each position the leader holds now;
+    returns what was refused, with the reason."""
+    leader = follow.leader
+    refused = []
+    positions = Position.objects.select_related("instrument", "instrument__settle_asset").filter(
+        account_id=leader.account_id, instrument__settle_asset_id=follow.asset_id).exclude(current_qty=0)
+    for position in positions:
+        instrument = position.instrument
+        if follow.symbols and instrument.symbol not in follow.symbols:
+            continue
+        equities = selectors.equities(account_ids=[leader.account_id, follow.account_id], asset=follow.asset_id)
+        side = Side.BUY if position.current_qty > 0 else Side.SELL
+        price = instrument.last_price or instrument.mark_price
+        if price is None:
+            continue
+        (sized,) = [o for o in calculations.follower_quantities(
+            calculations.LeaderFill(side=side, qty=abs(position.current_qty), price=price, position_before=0,
+                                    equity=equities[leader.account_id]),
+            [calculations.FollowTerms(follow_id=follow.pk, mode=follow.sizing, ratio=follow.ratio,
+                                      fixed_notional=follow.fixed_notional, equity=equities[follow.account_id],
+                                      position=0, max_order_notional=follow.max_order_notional,
+                                      max_position_notional=follow.max_position_notional)],
+            instrument.lot_size, instrument.terms) if not o.reduce_only]
+        if sized.skip_reason:
+            refused.append(f"{instrument.symbol}: {sized.skip_reason}")
+            continue
+        (result,) = submit_orders_bulk(instrument=instrument, orders=[BulkOrder(
+            account_id=follow.account_id, side=side, order_qty=sized.qty, ord_type=OrdType.MARKET, price=None,
+            time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL, cl_ord_id=f"open-{follow.pk}-{instrument.pk}",
+            text="copy of the leader's open position, at market")])
+        if result.reason:
+            refused.append(f"{instrument.symbol}: {result.reason}")
+    return refused
 
 
 def _settings_update(follow: Follow, settings: dict) -> None:

@@ -208,3 +208,11 @@ def test_copied_openings_get_a_take_profit_and_a_stop_loss(engine, market, make_
     assert protection["Stop"].stop_px == D(47500) and protection["Stop"].ord_status == "Untriggered"
     trade(engine, leader.account, "Buy", 10_000_000)  # a new opening replaces the pair
     assert Order.objects.filter(account=follow.account, exec_inst="Close", ord_status="Untriggered").count() == 2
+
+
+def test_following_can_open_the_leaders_current_positions_at_market(engine, market, make_trader):
+    leader = leader_account(make_trader)
+    trade(engine, leader.account, "Buy", 10_000_000)
+    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000), copy_open_positions=True)
+    settle(engine)
+    assert copy_position(follow) == 1_000_000
