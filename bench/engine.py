@@ -1,12 +1,13 @@
 """Orders per second from the stream to committed in PostgreSQL, and submit-to-commit latency.
 
-    python bench/engine.py [--orders 100000] [--rate 10000] [--json]
+    python bench/engine.py [--orders 100000] [--rate N] [--json]
 
 Runs in a throw-away database (test_<name of DATABASE_URL's database>) and its own stream prefix:
 1. the bare C book applies the command stream in this process (the ceiling);
 2. saturation: every order is queued first, then `manage.py runengine` (a real process) drains
    the stream; throughput = orders / (last commit - first commit);
-3. paced: a fresh engine gets the orders at a steady --rate; latency = commit - stream append.
+3. paced: a fresh engine gets the orders at a steady --rate (default: half the saturated rate);
+   latency = commit - stream append.
 The stream is a realistic mix: limit orders around a moving mid (a fifth of them crossing),
 market orders, cancels and amends, from 1,000 traders.
 """
@@ -187,7 +188,7 @@ def send(prefix: str, entries, rate: float | None) -> dict[int, float]:
     return sent
 
 
-def run(count: int, rate: float) -> dict:
+def run(count: int, rate: float | None) -> dict:
     from django.test.utils import setup_databases, teardown_databases
 
     old = setup_databases(verbosity=0, interactive=False)
@@ -214,6 +215,7 @@ def run(count: int, rate: float) -> dict:
         span = max(commits.values()) - min(commits.values())
         saturated = len(commits) / span if span else float("inf")
 
+        rate = rate or saturated / 2  # a rate the engine sustains: latency without a growing queue
         console.log(f"paced at {rate:,.0f} commands/s")
         Order.objects.filter(ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED]).update(
             ord_status=OrdStatus.CANCELED, leaves_qty=0)  # a fresh book for the second engine
@@ -252,7 +254,8 @@ def run(count: int, rate: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=100_000)
-    parser.add_argument("--rate", type=float, default=5_000, help="commands per second in the paced run")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="commands per second in the paced run (default: half the saturated rate)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     result = run(args.orders, args.rate)
