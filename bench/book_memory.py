@@ -17,15 +17,24 @@ How to read it (docs/ORDER_BOOK.md, "Checking memory safety", has the figures):
   of at most one half, so the share depends on where N falls between two powers of two).
 - `cancel_all`: canceled orders go back to the book's pools and the id table keeps its size, so
   RSS does not drop: the memory is kept for the next orders, not lost.
-- `refill`: the same number of orders again in the same book: RSS must not grow.
-- `clear`: `clear()` frees the pools and the table. glibc hands large blocks obtained with mmap
-  straight back to the kernel, but blocks carved from the brk heap go to its free lists and only
-  the free space at the top of the heap is given back (above M_TRIM_THRESHOLD); free pages below a
-  block still in use stay in RSS until `malloc_trim` (`trim`), which returns every whole free page.
-  Either way the memory is free inside the process: the next fill reuses it.
+- `refill`: the same number of orders again in the same book: the bytes in use must not grow
+  (RSS may move by a few MiB of the allocator's free pages, see below).
+- `clear`: `clear()` frees the pools and the table but keeps the book's event buffer (sized for
+  the largest `apply` so far, freed with the book). glibc hands blocks it obtained with mmap
+  straight back to the kernel, but blocks carved from the brk heap go to its free lists, and only
+  free space at the very top of the heap, beyond M_TRIM_THRESHOLD, is given back; free pages below
+  a block still in use stay in RSS until `malloc_trim` (`trim`), which returns every whole free
+  page. Either way the memory is free inside the process and the next fill reuses it. glibc raises
+  its mmap threshold (and the trim threshold with it) each time a freed mmapped block is larger
+  than the threshold, up to 32 MiB, so after the id table has grown a few times the pool chunks
+  come from the heap; GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072 fixes the threshold and
+  `clear` then returns the memory at once.
 - `second_fill` / `delete`: a new book of the same size lands back near the `fill` figure (no
   growth from one book to the next); deleting it frees everything.
-The exit status is 1 when a check fails (an order not resting, a count off, RSS growing on refill).
+"malloc in use" is the main arena's bytes in use plus mmapped blocks (mallinfo2), over `start`.
+The exit status is 1 when a check fails: an order that did not rest or cancel, a count off, or
+(with mallinfo2, else by RSS with a margin) memory in use growing on a refill or a second book,
+or not coming back after clear and delete.
 """
 from __future__ import annotations
 
@@ -120,8 +129,8 @@ class Allocator:
 class Orders:
     """Seeded batches of OP_LIMIT GTC records that all rest.
 
-    Every level of each side gets at least one pool entry, so all `levels` levels exist once a few
-    hundred thousand orders are in; the remaining entries fall near the touch (weight 1 / (1 + d /
+    Every level of each side gets at least one pool entry, so all `levels` levels exist once about
+    a million orders are in; the remaining entries fall near the touch (weight 1 / (1 + d /
     500) for the level d ticks behind the best), as real books are thicker there. Quantities are
     1 + 999 u^3 lots, owners uniform in [0, owners)."""
 
@@ -342,6 +351,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.orders < 1 or args.chunk < 1:
         parser.error("--orders and --chunk must be positive")
+    if not 1 <= args.levels <= POOL // 2 or not 1 <= args.owners <= 1 << 16:
+        parser.error(f"--levels must be in 1..{POOL // 2} and --owners in 1..{1 << 16}")
     if not args.json:
         print(f"{args.orders:,} orders on {args.levels:,} levels per side, {args.owners:,} owners, "
               f"apply in batches of {args.chunk:,}", flush=True)

@@ -6,8 +6,10 @@ Runs in a throw-away database (test_<name of DATABASE_URL's database>) and its o
 1. the bare C book applies the command stream in this process (the ceiling);
 2. saturation: every order is queued first, then `manage.py runengine` (a real process) drains
    the stream; throughput = orders / (last commit - first commit);
-3. paced: a fresh engine gets the orders at a steady --rate (default: half the saturated rate);
-   latency = commit - stream append.
+3. paced: a fresh engine gets the orders at a steady --rate (default: half the saturated rate), each
+   stored just before its stream append as submit_order does; latency = commit - append, taken on
+   the IOC and market orders (a quarter of the mix), which are written once, when their batch
+   commits (resting orders are written again whenever they change later).
 The stream is a realistic mix: limit orders around a moving mid (a fifth of them crossing),
 market orders, cancels and amends, from 1,000 traders.
 """
@@ -94,8 +96,10 @@ def bare_book(steps) -> float:
     return len(steps) / (time.perf_counter() - start)
 
 
-def prepare(steps, accounts, instrument) -> list[tuple[str, int]]:
-    """Stores the orders (PendingNew, as submit_order leaves them) and commands; returns stream entries."""
+def prepare(steps, accounts, instrument, pks: list) -> list[tuple[str, int]]:
+    """Stores the orders (PendingNew, as submit_order leaves them) and commands of `steps`, which
+    continue those already in `pks` (a step names its target by its index in the whole stream);
+    returns their stream entries."""
     tick, lot = instrument.tick_size, instrument.lot_size
     orders, kinds = [], []
     for step in steps:
@@ -115,9 +119,10 @@ def prepare(steps, accounts, instrument) -> list[tuple[str, int]]:
             orders.append(None)
             kinds.append(step)
     created = iter(Order.objects.bulk_create([o for o in orders if o is not None], batch_size=5000))
-    pks = [next(created).pk if o is not None else None for o in orders]
+    first = len(pks)
+    pks.extend(next(created).pk if o is not None else None for o in orders)
     commands, positions = [], []
-    for i, step in enumerate(kinds):
+    for i, step in enumerate(kinds, first):
         if step is None:
             continue
         target = pks[step[1]]
@@ -128,7 +133,7 @@ def prepare(steps, accounts, instrument) -> list[tuple[str, int]]:
         positions.append(i)
     for i, command in zip(positions, OrderCommand.objects.bulk_create(commands, batch_size=5000)):
         pks[i] = command.pk
-    return [("order" if kinds[i] is None else "command", pk) for i, pk in enumerate(pks)]
+    return [("order" if kind is None else "command", pk) for kind, pk in zip(kinds, pks[first:])]
 
 
 def database_url() -> str:
@@ -137,10 +142,13 @@ def database_url() -> str:
     return f"postgres://{quote(db['USER'] or '')}:{quote(db['PASSWORD'] or '')}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def start_engine(prefix: str) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": database_url(), "ENGINE_STREAM_PREFIX": prefix, "PYTHONUNBUFFERED": "1"}
+def start_engine(prefix: str, sweep_seconds: float = 2) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": database_url(), "ENGINE_STREAM_PREFIX": prefix, "PYTHONUNBUFFERED": "1",
+           "ENGINE_SWEEP_SECONDS": str(sweep_seconds)}
+    logs = ROOT / ".data" / "bench"
+    logs.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen([sys.executable, "manage.py", "runengine", "--symbols", SYMBOL, "--batch-size", "1000"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(logs / "engine.log", "ab"))
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -160,9 +168,15 @@ def wait_applied(entries, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def commit_times(entries) -> dict[int, float]:
+def commit_times(entries, final_in_first_batch: bool = False) -> dict[int, float]:
+    """When each order was written. A resting order is written again whenever it is amended, filled
+    or canceled; with final_in_first_batch only IOC and market orders count, whose one write is the
+    commit of their first batch."""
     pks = [pk for kind, pk in entries if kind == "order"]
-    return {pk: at.timestamp() for pk, at in Order.objects.filter(pk__in=pks).values_list("pk", "updated_at")}
+    orders = Order.objects.filter(pk__in=pks)
+    if final_in_first_batch:
+        orders = orders.filter(time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL)
+    return {pk: at.timestamp() for pk, at in orders.values_list("pk", "updated_at")}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -171,20 +185,28 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def send(prefix: str, entries, rate: float | None) -> dict[int, float]:
-    """Appends entries to the stream, at `rate` per second if given; returns append times of orders."""
+    """Appends entries to the stream; returns the append time of each order."""
+    return send_paced(prefix, [entries[i:i + 100] for i in range(0, len(entries), 100)], rate=None)
+
+
+def send_paced(prefix: str, chunks, rate: float | None, store=None) -> dict[int, float]:
+    """Appends chunks to the stream, at `rate` commands per second if given. With `store`, each chunk
+    is a list of steps that store() turns into entries just before they are sent, as submit_order
+    stores an order just before its stream append."""
     settings.ENGINE_STREAM_PREFIX = prefix
     sent = {}
-    chunk = 100
+    done = 0
     start = time.monotonic()
-    for i in range(0, len(entries), chunk):
-        part = entries[i:i + chunk]
+    for chunk in chunks:
         if rate:
-            due = start + i / rate
+            due = start + done / rate
             while (now := time.monotonic()) < due:
                 time.sleep(min(due - now, 0.002))
+        part = store(chunk) if store else chunk
         stamp = time.time()
         streams.send_commands(SYMBOL, part)
         sent.update((pk, stamp) for kind, pk in part if kind == "order")
+        done += len(part)
     return sent
 
 
@@ -203,10 +225,10 @@ def run(count: int, rate: float | None) -> dict:
         book_ops = bare_book(steps)
 
         console.log("saturation: queue everything, then drain")
-        entries = prepare(steps, accounts, instrument)
+        entries = prepare(steps, accounts, instrument, [])
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         send(prefix, entries, None)
-        engine = start_engine(prefix)
+        engine = start_engine(prefix, sweep_seconds=3600)  # everything is queued: nothing to sweep
         try:
             wait_applied(entries, timeout=max(120, count / 500))
         finally:
@@ -220,20 +242,34 @@ def run(count: int, rate: float | None) -> dict:
         Order.objects.filter(ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED]).update(
             ord_status=OrdStatus.CANCELED, leaves_qty=0)  # a fresh book for the second engine
         paced_steps = mix(count, seed=4)
-        entries = prepare(paced_steps, accounts, instrument)
+        pks: list = []
+        entries = []
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         settings.ENGINE_STREAM_PREFIX = prefix
+        log = ROOT / ".data" / "bench" / "engine.log"
+        seen = log.read_bytes().count(b"engine ready") if log.exists() else 0
         engine = start_engine(prefix)
         try:
-            time.sleep(3)  # the engine rebuilds its book and joins the stream
+            deadline = time.monotonic() + 60  # the engine rebuilds its book and joins the stream
+            while log.read_bytes().count(b"engine ready") <= seen and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+            def store(chunk):
+                part = prepare(chunk, accounts, instrument, pks)
+                entries.extend(part)
+                return part
+
             started = time.monotonic()
-            sent = send(prefix, entries, rate)
+            sent = send_paced(prefix, [paced_steps[i:i + 50] for i in range(0, len(paced_steps), 50)], rate, store)
             offered = len(entries) / (time.monotonic() - started)
             wait_applied(entries, timeout=max(120, count / 500))
         finally:
             stop(engine)
-        commits = commit_times(entries)
-        latencies = [(commits[pk] - at) * 1000 for pk, at in sent.items()]
+        commits = commit_times(entries, final_in_first_batch=True)
+        latencies = [(commits[pk] - at) * 1000 for pk, at in sent.items() if pk in commits]
+        by_time = [lat for _, lat in sorted(zip(sent.values(), latencies))]
+        tenth = max(len(by_time) // 10, 1)
+        slices = [round(max(by_time[i:i + tenth]), 1) for i in range(0, len(by_time), tenth)][:10]
         problems = []
         from accounts.selectors import ledger_problems
         from matching.selectors import margin_problems
@@ -243,7 +279,8 @@ def run(count: int, rate: float | None) -> dict:
             "orders": count, "bare_book_ops_per_s": round(book_ops),
             "saturated_orders_per_s": round(saturated),
             "paced": {"offered_per_s": round(offered), "p50_ms": round(percentile(latencies, 0.5), 2),
-                      "p99_ms": round(percentile(latencies, 0.99), 2), "max_ms": round(max(latencies), 2)},
+                      "p99_ms": round(percentile(latencies, 0.99), 2), "max_ms": round(max(latencies), 2),
+                      "max_ms_per_tenth_of_the_run": slices},
             "book_to_engine_ratio": round(book_ops / saturated, 1),
             "books_balance": not problems,
         }

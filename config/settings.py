@@ -149,6 +149,8 @@ CELERY_TIMEZONE = TIME_ZONE
 # Trading core (docs/ENGINE.md)
 ENGINE_STREAM_PREFIX = os.environ.get("ENGINE_STREAM_PREFIX", "engine")
 ENGINE_REPLY_TIMEOUT = float(os.environ.get("ENGINE_REPLY_TIMEOUT", "2"))  # seconds a request waits for the engine
+# a stored order or command this old with no stream entry is applied from the database
+ENGINE_SWEEP_SECONDS = float(os.environ.get("ENGINE_SWEEP_SECONDS", "2"))
 MARKET_PROTECTION = Decimal("0.05")  # a market order fills at most 5% away from the price it was sent at
 DEFAULT_LEVERAGE = Decimal(10)
 PUBLISHED_DEPTH = 500  # L2 levels per side the engine publishes changes of

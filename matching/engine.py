@@ -47,7 +47,6 @@ CANCEL_TEXT = {
     CR_POST_ONLY: "Canceled: Order had execInst of ParticipateDoNotInitiate",
     CR_STP: "Canceled: self-trade prevention",
 }
-SWEEP_AGE = timedelta(seconds=2)
 
 
 LIVE_ORDER_FIELDS = (
@@ -370,7 +369,7 @@ class Engine:
     def sweep(self) -> None:
         """Applies stored orders and commands whose stream entry never arrived (lost or Redis restarted)."""
         self.last_sweep = time.monotonic()
-        applied = self.apply_stored(older_than=timezone.now() - SWEEP_AGE)
+        applied = self.apply_stored(older_than=timezone.now() - timedelta(seconds=settings.ENGINE_SWEEP_SECONDS))
         if applied:
             log.info("sweep: applied %d orders and commands that had no stream entry", applied)
 

@@ -144,6 +144,8 @@ class Order(models.Model):
                          name="order_open_by_instrument"),
             models.Index(fields=["account", "-created_at"]),
             models.Index(fields=["instrument", "-created_at"]),
+            # the engine's sweep looks for pending orders: few at any time, so the index stays tiny
+            models.Index(fields=["id"], condition=Q(ord_status="PendingNew"), name="order_pending"),
         ]
 
     def __str__(self):

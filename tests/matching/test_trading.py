@@ -310,15 +310,15 @@ def test_bad_orders_are_refused_with_a_clear_message(engine, make_trader, fields
     assert not Order.objects.filter(account=a).exists()
 
 
-def test_orders_whose_stream_entry_was_lost_are_applied_by_the_sweep(engine, make_trader, monkeypatch):
+def test_orders_whose_stream_entry_was_lost_are_applied_by_the_sweep(engine, make_trader, settings):
     """Redis may restart empty: the stored orders are the truth and the engine finds them."""
-    from matching import engine as engine_module, streams
+    from matching import streams
 
     a, b = make_trader(), make_trader()
     ask = submit(a, side="Sell", order_qty=1_000_000, price="50000")
     bid = submit(b, side="Buy", order_qty=1_000_000, price="50000")
     streams.client().delete(streams.stream_key(LIN))  # the stream and its consumer group are gone
-    monkeypatch.setattr(engine_module, "SWEEP_AGE", engine_module.timedelta(0))
+    settings.ENGINE_SWEEP_SECONDS = 0
     rounds = iter(range(3))
     engine.run(stop=lambda: next(rounds, None) is None)
     assert fresh(ask).ord_status == fresh(bid).ord_status == OrdStatus.FILLED
