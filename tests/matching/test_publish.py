@@ -31,10 +31,26 @@ def _receive_nowait(layer, channel):
     return async_to_sync(get)()
 
 
-def test_trades_and_changed_levels_go_to_the_market_group(engine, make_trader):
+@pytest.fixture
+def listen():
+    """listen(group) -> a new channel in that group; it leaves the group after the test, so that later
+    batches do not fill it up."""
     layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(publish.market_group("XBTUSDT"), channel)
+    joined = []
+
+    def join(group):
+        channel = async_to_sync(layer.new_channel)()
+        async_to_sync(layer.group_add)(group, channel)
+        joined.append((group, channel))
+        return channel
+
+    yield join
+    for group, channel in joined:
+        async_to_sync(layer.group_discard)(group, channel)
+
+
+def test_trades_and_changed_levels_go_to_the_market_group(engine, make_trader, listen):
+    channel = listen(publish.market_group("XBTUSDT"))
     seller, buyer = make_trader(), make_trader()
     services.submit_order(account=seller, symbol="XBTUSDT", side="Sell", order_qty=2_000_000, price="50000")
     settle(engine)
@@ -46,11 +62,9 @@ def test_trades_and_changed_levels_go_to_the_market_group(engine, make_trader):
     assert [(lv["side"], lv["size"]) for lv in second["levels"]] == [("Sell", 1_000_000)]
 
 
-def test_accounts_with_a_live_connection_get_their_changes(engine, make_trader):
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
+def test_accounts_with_a_live_connection_get_their_changes(engine, make_trader, listen):
     watched, other = make_trader(), make_trader()
-    async_to_sync(layer.group_add)(publish.account_group(watched.pk), channel)
+    channel = listen(publish.account_group(watched.pk))
     streams.client().sadd(publish.subscribed_accounts_key(), watched.pk)
     order = services.submit_order(account=watched, symbol="XBTUSDT", side="Buy", order_qty=1_000_000, price="40000")
     services.submit_order(account=other, symbol="XBTUSDT", side="Buy", order_qty=1_000_000, price="40000")
