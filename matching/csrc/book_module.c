@@ -6,6 +6,8 @@
 
 #include "book.h"
 
+#define KEPT_EVENTS 65536 /* events the scratch buffer keeps room for between calls */
+
 typedef struct {
     PyObject_HEAD
     ob_book *book;
@@ -251,8 +253,11 @@ static PyObject *Book_apply(BookObject *self, PyObject *const *args, Py_ssize_t 
     PyMem_Free(copy);
     PyBuffer_Release(&view);
     if (err) return raise_error(err, 0);
-    return PyBytes_FromStringAndSize((const char *)self->events.data,
-                                     (Py_ssize_t)(self->events.len * sizeof(ob_event)));
+    PyObject *result = PyBytes_FromStringAndSize((const char *)self->events.data,
+                                                 (Py_ssize_t)(self->events.len * sizeof(ob_event)));
+    /* a huge batch must not pin its scratch buffer for the book's whole life */
+    if (self->events.cap > KEPT_EVENTS) ob_events_free(&self->events);
+    return result;
 }
 
 /* ---------- queries ---------- */
@@ -399,6 +404,7 @@ static PyObject *Book_restore(BookObject *self, PyObject *const *args, Py_ssize_
 
 static PyObject *Book_clear(BookObject *self, PyObject *Py_UNUSED(ignored)) {
     ob_clear(self->book);
+    ob_events_free(&self->events);
     Py_RETURN_NONE;
 }
 
