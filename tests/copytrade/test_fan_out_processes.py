@@ -68,48 +68,52 @@ def copied_once(follows) -> None:
     assert len(keys) == len(set(keys)) == FOLLOWERS * executions
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_task_delivered_twice_copies_once(setup, tmp_path):
-    leader, follows = setup
-    engine = start_engine(tmp_path / "engine.log")
-    worker = start_worker(tmp_path / "worker.log")
+@pytest.fixture
+def running(setup, tmp_path):
+    """The engine and a worker running, the maker's asks in the book; the leader's market order is
+    sent by the test. Yields (leader, processes); stops whatever is in processes afterwards."""
+    leader, _ = setup
+    processes = {"engine": start_engine(tmp_path / "engine.log"), "worker": start_worker(tmp_path / "worker.log")}
     try:
         wait_until(lambda: b"ready" in (tmp_path / "worker.log").read_bytes(), 60, "the worker")
         wait_until(lambda: Instrument.objects.get(symbol="XBTUSDT").ask_price is not None, 60, "the maker's asks")
-        # one market order that sweeps six price levels: six leader executions
-        trading.submit_order(account=leader.account, symbol="XBTUSDT", side="Buy", order_qty=550_000_000,
-                             ord_type="Market", wait=0)
-        wait_until(lambda: Execution.objects.filter(account=leader.account).count() == 6, 60, "the leader's fills")
-        fan_out.delay(list(Execution.objects.filter(account=leader.account).values_list("pk", flat=True)))  # again
-        expected = FOLLOWERS * 6
-        wait_until(lambda: CopiedOrder.objects.count() == expected, 120, "the fan-out")
-        time.sleep(2)  # the duplicate delivery has run too
-        wait_until(lambda: not Order.objects.filter(ord_status=OrdStatus.PENDING_NEW).exists(), 120, "the engine")
+        yield leader, processes
     finally:
-        stop(worker)
-        stop(engine)
-    copied_once(follows)
+        for process in processes.values():
+            stop(process)
+
+
+def sweep_six_levels(leader) -> None:
+    """One market order that sweeps six price levels: six leader executions."""
+    trading.submit_order(account=leader.account, symbol="XBTUSDT", side="Buy", order_qty=550_000_000,
+                         ord_type="Market", wait=0)
+
+
+def all_applied() -> None:
+    wait_until(lambda: CopiedOrder.objects.count() == FOLLOWERS * 6, 120, "the fan-out")
+    wait_until(lambda: not Order.objects.filter(ord_status=OrdStatus.PENDING_NEW).exists(), 120, "the engine")
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_fan_out_leaves_nothing_lost_or_doubled(setup, tmp_path):
-    leader, follows = setup
-    engine = start_engine(tmp_path / "engine.log")
-    worker = start_worker(tmp_path / "worker.log")
-    try:
-        wait_until(lambda: b"ready" in (tmp_path / "worker.log").read_bytes(), 60, "the worker")
-        wait_until(lambda: Instrument.objects.get(symbol="XBTUSDT").ask_price is not None, 60, "the maker's asks")
-        trading.submit_order(account=leader.account, symbol="XBTUSDT", side="Buy", order_qty=550_000_000,
-                             ord_type="Market", wait=0)
-        wait_until(lambda: CopiedOrder.objects.exists(), 120, "the fan-out to start")
-        subprocess.run(["pkill", "-9", "-f", f"test-{os.getpid()}@"], check=False)  # the worker and its pool process
-        worker.wait()
-        done_at_kill = CopiedOrder.objects.count()
-        assert 0 < done_at_kill < FOLLOWERS * 6, "the kill came in the middle of the fan-out"
-        worker = start_worker(tmp_path / "worker.log")
-        wait_until(lambda: CopiedOrder.objects.count() == FOLLOWERS * 6, 120, "the redelivered fan-out")
-        wait_until(lambda: not Order.objects.filter(ord_status=OrdStatus.PENDING_NEW).exists(), 120, "the engine")
-    finally:
-        stop(worker)
-        stop(engine)
-    copied_once(follows)
+def test_a_task_delivered_twice_copies_once(setup, running):
+    leader, _ = running
+    sweep_six_levels(leader)
+    wait_until(lambda: Execution.objects.filter(account=leader.account).count() == 6, 60, "the leader's fills")
+    fan_out.delay(list(Execution.objects.filter(account=leader.account).values_list("pk", flat=True)))  # again
+    all_applied()
+    time.sleep(2)  # the duplicate delivery has run too
+    copied_once(setup[1])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_fan_out_leaves_nothing_lost_or_doubled(setup, running, tmp_path):
+    leader, processes = running
+    sweep_six_levels(leader)
+    wait_until(lambda: CopiedOrder.objects.exists(), 120, "the fan-out to start")
+    subprocess.run(["pkill", "-9", "-f", f"test-{os.getpid()}@"], check=False)  # the worker and its pool process
+    processes["worker"].wait()
+    done_at_kill = CopiedOrder.objects.count()
+    assert 0 < done_at_kill < FOLLOWERS * 6, "the kill came in the middle of the fan-out"
+    processes["worker"] = start_worker(tmp_path / "worker.log")
+    all_applied()
+    copied_once(setup[1])
