@@ -16,8 +16,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
-from array import array
 from time import perf_counter_ns
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

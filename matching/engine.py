@@ -9,7 +9,6 @@ redelivered entry never loses or repeats anything (docs/ENGINE.md).
 """
 import logging
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta

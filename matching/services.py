@@ -18,7 +18,7 @@ from accounts.selectors import available_balance
 from matching import contracts, persistence, selectors, streams
 from matching.ids import fast_uuid4
 from matching.models import (
-    OPEN_STATUSES, Instrument, Order, OrderCommand, OrdStatus, OrdType, Position, Side, TimeInForce,
+    OPEN_STATUSES, Instrument, Order, OrderCommand, OrdType, Position, Side, TimeInForce,
 )
 
 EXEC_INSTS = {"ParticipateDoNotInitiate", "ReduceOnly", "Close", "LastPrice", "MarkPrice", "IndexPrice"}

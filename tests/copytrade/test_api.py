@@ -1,6 +1,5 @@
 """Copy trading through /api/v1/copytrade/."""
 import json
-from decimal import Decimal as D
 
 import pytest
 from rest_framework.test import APIClient
