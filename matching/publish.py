@@ -79,15 +79,16 @@ def _publish_market(engine, batch, send) -> None:
 
 
 def _publish_accounts(batch, send) -> None:
+    # few accounts have a live connection at a time: read that set, not each touched account
+    subscribed = {int(account_id) for account_id in streams.client().smembers(subscribed_accounts_key())}
+    if not subscribed:
+        return
     touched: dict[int, dict] = {}
     for order in batch.orders.values():
-        touched.setdefault(order.account_id, {"orders": [], "executions": []})["orders"].append(order.pk)
+        if order.account_id in subscribed:
+            touched.setdefault(order.account_id, {"orders": [], "executions": []})["orders"].append(order.pk)
     for execution_id, row in zip(batch.execution_ids, batch.executions):
-        touched.setdefault(row.account_id, {"orders": [], "executions": []})["executions"].append(execution_id)
-    if not touched:
-        return
-    accounts = list(touched)
-    flags = streams.client().smismember(subscribed_accounts_key(), accounts)
-    for account_id, subscribed in zip(accounts, flags):
-        if subscribed:
-            send(account_group(account_id), {"type": "account.batch", **touched[account_id]})
+        if row.account_id in subscribed:
+            touched.setdefault(row.account_id, {"orders": [], "executions": []})["executions"].append(execution_id)
+    for account_id, changes in touched.items():
+        send(account_group(account_id), {"type": "account.batch", **changes})
