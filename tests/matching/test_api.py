@@ -163,3 +163,44 @@ def test_the_faucet_credits_demo_money(engine, api):
     assert response.status_code == 200 and response.json()["amount"] == 2_500_000_000
     assert post(client, "user/faucet", {"asset": "USDT", "amount": "1e9"}).status_code == 400
     assert post(client, "user/faucet", {"asset": "USDT", "amount": "lots"}).status_code == 400
+
+
+def test_leverage_and_margin_mode_of_a_position(engine, api):
+    client = api()
+    response = post(client, "position/leverage", {"symbol": "XBTUSDT", "leverage": 25})
+    assert response.status_code == 200 and response.json()["leverage"] == 25
+    assert response.json()["crossMargin"] is True
+    isolated = post(client, "position/isolate", {"symbol": "XBTUSDT", "enabled": True}).json()
+    assert isolated["crossMargin"] is False and isolated["leverage"] == 25
+    assert post(client, "position/leverage", {"symbol": "XBTUSDT", "leverage": 101}).status_code == 400
+    assert post(client, "position/leverage", {"symbol": "XBTUSDT"}).status_code == 400
+    assert post(client, "position/isolate", {"symbol": "XBTUSDT", "enabled": "yes"}).status_code == 400
+
+
+def test_raising_leverage_on_an_open_position_frees_margin_and_lowering_it_needs_more(engine, api):
+    from accounts.models import Balance
+
+    seller, buyer = api(), api(usdt="6000", xbt="0")
+    post(seller, "order", {"symbol": "XBTUSDT", "side": "Sell", "orderQty": 1000000, "price": 50000})
+    settle(engine)
+    post(buyer, "order", {"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1000000, "price": 50000})
+    settle(engine)
+    margin = lambda: Balance.objects.get(account=buyer.account, asset_id="USDT").position_margin  # noqa: E731
+    assert margin() == 5000  # 1 XBT at 50,000 and 10x
+    assert post(buyer, "position/leverage", {"symbol": "XBTUSDT", "leverage": 20}).status_code == 200
+    assert margin() == 2500
+    refused = post(buyer, "position/leverage", {"symbol": "XBTUSDT", "leverage": 1})
+    assert refused.status_code == 400 and "insufficient Available Balance" in refused.json()["error"]["message"]
+    assert margin() == 2500
+
+
+def test_an_amend_that_needs_more_margin_than_available_is_refused(engine, api):
+    client = api(usdt="6000", xbt="0")
+    order = post(client, "order", {"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1000000, "price": 40000}).json()
+    settle(engine)
+    response = client.put("/api/v1/order", json.dumps({"orderID": order["orderID"], "orderQty": 2000000}),
+                          content_type="application/json")
+    assert response.status_code == 400 and "insufficient Available Balance" in response.json()["error"]["message"]
+    settle(engine)
+    (unchanged,) = client.get("/api/v1/order", {"filter": json.dumps({"open": True})}).json()
+    assert unchanged["orderQty"] == 1000000
