@@ -81,11 +81,10 @@ class LeadersView(APIView):
         if not request.user.is_authenticated:
             raise BadRequest("log in to lead")
         body = _body(request)
-        leader = services.apply_to_lead(user=request.user, display_name=body.get("name", ""),
-                                        description=str(body.get("description", "")),
-                                        tags=body.get("tags") or [], profit_share_rate=body.get("profitShareRate", "0.10"),
-                                        is_public=bool(body.get("public", True)),
-                                        follower_cap=body.get("followerCap", 10_000))
+        leader = services.apply_to_lead(user=request.user, display_name=str(body.get("name", "")),
+                                        description=body.get("description", ""), tags=body.get("tags", []),
+                                        profit_share_rate=body.get("profitShareRate", "0.10"),
+                                        is_public=body.get("public", True), follower_cap=body.get("followerCap", 10_000))
         return Response(leader_row(leader, selectors.leader_statistics(leader)))
 
 

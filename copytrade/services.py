@@ -36,6 +36,26 @@ def _rate(value) -> Decimal:
     return rate
 
 
+def _tags(tags) -> list[str]:
+    if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
+        raise CopyRejected("tags are a list of words")
+    return [t.strip()[:30] for t in tags if t.strip()][:10]
+
+
+def _cap(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, str) and value.isdigit()):
+        raise CopyRejected("the follower cap is a whole number between 1 and 10,000")
+    if not 1 <= int(value) <= 10_000:
+        raise CopyRejected("the follower cap is between 1 and 10,000")
+    return int(value)
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise CopyRejected(f"{name} must be true or false")
+    return value
+
+
 @transaction.atomic
 def apply_to_lead(*, user, display_name: str, description: str = "", tags=(), profit_share_rate="0.10",
                   is_public: bool = True, follower_cap: int = 10_000) -> Leader:
@@ -47,12 +67,10 @@ def apply_to_lead(*, user, display_name: str, description: str = "", tags=(), pr
         raise CopyRejected("you already lead")
     if Leader.objects.filter(display_name__iexact=display_name).exists():
         raise CopyRejected("that name is taken")
-    if not 1 <= int(follower_cap) <= 10_000:
-        raise CopyRejected("the follower cap is between 1 and 10,000")
     leader = Leader.objects.create(user=user, account=main_account(user), display_name=display_name,
-                                   description=description, tags=[str(t)[:30] for t in tags][:10],
-                                   profit_share_rate=_rate(profit_share_rate), is_public=is_public,
-                                   follower_cap=int(follower_cap))
+                                   description=str(description), tags=_tags(tags),
+                                   profit_share_rate=_rate(profit_share_rate), is_public=_flag(is_public, "public"),
+                                   follower_cap=_cap(follower_cap))
     LeaderStats.objects.create(leader=leader)
     hooks.forget_leaders()
     return leader
@@ -70,15 +88,13 @@ def update_leader(*, leader: Leader, profit_share_rate=None, description: str | 
                 profit_share_rate=rate)
         leader.profit_share_rate = rate
     if description is not None:
-        leader.description = description
+        leader.description = str(description)
     if tags is not None:
-        leader.tags = [str(t)[:30] for t in tags][:10]
+        leader.tags = _tags(tags)
     if is_public is not None:
-        leader.is_public = is_public
+        leader.is_public = _flag(is_public, "public")
     if follower_cap is not None:
-        if not 1 <= int(follower_cap) <= 10_000:
-            raise CopyRejected("the follower cap is between 1 and 10,000")
-        leader.follower_cap = int(follower_cap)
+        leader.follower_cap = _cap(follower_cap)
     leader.save()
     return leader
 

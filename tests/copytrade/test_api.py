@@ -90,3 +90,19 @@ def test_someone_elses_copy_is_not_found(engine, make_trader):
     follow_id = call(client_for(fan), "post", "follows", {"leaderID": leader_id, "amount": "10"}).json()["followID"]
     response = call(client_for(make_trader()), "get", f"follows/{follow_id}/orders")
     assert response.status_code == 404 and "error" in response.json()
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"name": "Tagged Whale", "tags": "btc"}, "tags are a list"),
+    ({"name": "Open Whale", "public": "false"}, "public must be true or false"),
+    ({"name": "Capped Whale", "followerCap": "many"}, "follower cap"),
+    ({"name": "Capped Whale", "followerCap": 20000}, "follower cap"),
+    ({"name": "Greedy Whale", "profitShareRate": 0.5}, "between 0 and 0.30"),
+    ({"name": "x"}, "3 to 60 characters"),
+])
+def test_bad_leader_applications_are_400_and_create_nothing(engine, make_trader, body, message):
+    from copytrade.models import Leader
+
+    response = call(client_for(make_trader()), "post", "leaders", body)
+    assert response.status_code == 400 and message in response.json()["error"]["message"]
+    assert not Leader.objects.exists()
