@@ -9,6 +9,7 @@ redelivered entry never loses or repeats anything (docs/ENGINE.md).
 """
 import logging
 import time
+from array import array
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -24,7 +25,7 @@ from accounts.services import system_account
 from matching import contracts, streams
 from matching.book import (
     BUY, CR_FOK, CR_POST_ONLY, CR_STP, CR_UNFILLED, CR_USER, EV_AMEND, EV_CANCEL, EV_FILL, EV_REST, FOK, GTC,
-    IOC, SELL, OrderBook, SNAPSHOT_FIELDS, command_flags,
+    IOC, SELL, OrderBook, command_flags,
 )
 from matching.models import (
     Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce,
@@ -237,9 +238,7 @@ class Engine:
                 records.extend((order.pk, order.account_id, BUY if order.side == Side.BUY else SELL,
                                 state.ticks(order.price), state.lots(order.leaves_qty), flags))
                 state.next_priority = max(state.next_priority, (order.priority or 0) + 1)
-            snapshot = _pack(records)
-            assert len(records) % SNAPSHOT_FIELDS == 0
-            state.book.restore(snapshot)
+            state.book.restore(array("q", records).tobytes())
             bids, asks = state.book.depth(settings.PUBLISHED_DEPTH)
             state.published_levels = {**{("Buy", p): q for p, q, _ in bids}, **{("Sell", p): q for p, q, _ in asks}}
             untriggered = Order.objects.filter(instrument=state.instrument, ord_status=OrdStatus.UNTRIGGERED)
@@ -745,9 +744,3 @@ class Engine:
     def _cap_margin(self, state: SymbolState, order: LiveOrder, command: Command, batch: Batch) -> None:
         if command.new_margin is not None and order.margin_reserved > command.new_margin:
             self._release_margin(state, order, order.margin_reserved - command.new_margin, batch)
-
-
-def _pack(values: list[int]) -> bytes:
-    from array import array
-
-    return array("q", values).tobytes()

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.models import Account, Asset, Balance
+from accounts.models import Account, Balance
 from accounts.services import InsufficientBalance, lock_balances
 from accounts.selectors import available_balance
 from matching import contracts, persistence, selectors, streams
@@ -249,8 +249,7 @@ def _reserve(balance: Balance, amount: Decimal) -> None:
         return
     available = available_balance(balance)
     if amount > available:
-        asset: Asset = balance.asset
-        raise InsufficientBalance(f"{amount} {asset.code} required, {available} available")
+        raise InsufficientBalance(f"{amount} {balance.asset_id} required, {available} available")
     balance.order_margin += amount
     balance.save(update_fields=["order_margin"])
 
