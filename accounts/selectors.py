@@ -63,4 +63,14 @@ def ledger_problems() -> list[str]:
             JOIN accounts_account a ON a.id = b.account_id
             WHERE a.kind <> 'system' AND b.amount < 0 ORDER BY 1, 2 LIMIT 100"""):
         problems.append(f"account {account} is negative: {amount} {asset}")
+    for entry, missing in _rows("""
+            SELECT e.id, CASE WHEN t.id IS NULL THEN 'transaction ' || e.transaction_id
+                              WHEN a.id IS NULL THEN 'account ' || e.account_id
+                              ELSE 'asset ' || e.asset_id END
+            FROM accounts_ledgerentry e
+            LEFT JOIN accounts_ledgertransaction t ON t.id = e.transaction_id
+            LEFT JOIN accounts_account a ON a.id = e.account_id
+            LEFT JOIN accounts_asset s ON s.code = e.asset_id
+            WHERE t.id IS NULL OR a.id IS NULL OR s.code IS NULL ORDER BY 1 LIMIT 100"""):
+        problems.append(f"ledger entry {entry} names a missing {missing}")
     return problems

@@ -2,8 +2,7 @@ import logging
 
 from celery import shared_task
 
-from accounts.selectors import ledger_problems
-from matching.selectors import margin_problems
+from matching.selectors import book_problems
 
 log = logging.getLogger(__name__)
 
@@ -11,7 +10,7 @@ log = logging.getLogger(__name__)
 @shared_task
 def audit_books() -> int:
     """The periodic check_ledger: logs every way the books disagree; returns how many."""
-    problems = ledger_problems() + margin_problems()
+    problems = book_problems()
     for problem in problems:
         log.error("books: %s", problem)
     return len(problems)

@@ -271,10 +271,9 @@ def run(count: int, rate: float | None) -> dict:
         tenth = max(len(by_time) // 10, 1)
         slices = [round(max(by_time[i:i + tenth]), 1) for i in range(0, len(by_time), tenth)][:10]
         problems = []
-        from accounts.selectors import ledger_problems
-        from matching.selectors import margin_problems
+        from matching.selectors import book_problems
 
-        problems = ledger_problems() + margin_problems()
+        problems = book_problems()
         return {
             "orders": count, "bare_book_ops_per_s": round(book_ops),
             "saturated_orders_per_s": round(saturated),

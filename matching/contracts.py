@@ -10,11 +10,16 @@ opened it, in the settlement currency), so that averaging and PnL stay exact wha
 of fills.
 """
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Context, Decimal
 
-# enough digits for inverse values (1/price) of large positions without visible rounding
+# Enough digits for inverse values (1/price) of large positions without visible rounding. Its
+# methods are called directly: entering a local context on every fill costs more than the arithmetic.
 _CONTEXT = Context(prec=50)
+_multiply, _divide, _add, _subtract, _minus = (_CONTEXT.multiply, _CONTEXT.divide, _CONTEXT.add, _CONTEXT.subtract,
+                                           _CONTEXT.minus)
 ENTRY_VALUE_PLACES = Decimal("1e-18")
+PRICE_PLACES = Decimal("1e-8")
+_ZERO = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -58,28 +63,25 @@ def qty_to_lots(qty: int, terms: ContractTerms) -> int:
 
 def contract_value(qty: int, price: Decimal, terms: ContractTerms) -> Decimal:
     """Absolute value of qty contracts at price, in the settlement currency (unrounded)."""
-    with localcontext(_CONTEXT):
-        if terms.is_inverse:
-            return abs(qty) * terms.contract_size / price
-        return abs(qty) * terms.contract_size * price
+    contracts = _multiply(abs(qty), terms.contract_size)
+    return _divide(contracts, price) if terms.is_inverse else _multiply(contracts, price)
 
 
 def round_settle(amount: Decimal, terms: ContractTerms) -> Decimal:
-    return amount.quantize(terms.settle_places, rounding=ROUND_HALF_EVEN)
+    return amount.quantize(terms.settle_places, rounding=ROUND_HALF_EVEN, context=_CONTEXT)
 
 
 def fee(qty: int, price: Decimal, rate: Decimal, terms: ContractTerms) -> Decimal:
     """Fee paid on a fill (negative: a rebate), rounded to the settlement unit."""
-    return round_settle(contract_value(qty, price, terms) * rate, terms)
+    return round_settle(_multiply(contract_value(qty, price, terms), rate), terms)
 
 
 def initial_margin(qty: int, price: Decimal, leverage: Decimal, terms: ContractTerms) -> Decimal:
     """Margin to open qty contracts at price, rounded up to the settlement unit."""
     if leverage <= 0:
         raise ValueError("leverage must be positive")
-    with localcontext(_CONTEXT):
-        margin = contract_value(qty, price, terms) / leverage
-    return margin.quantize(terms.settle_places, rounding="ROUND_CEILING")
+    margin = _divide(contract_value(qty, price, terms), leverage)
+    return margin.quantize(terms.settle_places, rounding=ROUND_CEILING, context=_CONTEXT)
 
 
 def apply_fill(qty: int, entry_value: Decimal, fill_qty: int, fill_price: Decimal,
@@ -87,42 +89,39 @@ def apply_fill(qty: int, entry_value: Decimal, fill_qty: int, fill_price: Decima
     """The position after a fill of fill_qty (signed: + buy, - sell) at fill_price."""
     if fill_qty == 0:
         raise ValueError("a fill has a non-zero quantity")
-    with localcontext(_CONTEXT):
-        if qty == 0 or (qty > 0) == (fill_qty > 0):
-            value = entry_value + contract_value(fill_qty, fill_price, terms)
-            return PositionChange(qty + fill_qty, value.quantize(ENTRY_VALUE_PLACES), Decimal(0),
-                                  0, abs(fill_qty))
-        closed = min(abs(qty), abs(fill_qty))
-        cost = entry_value * closed / abs(qty)
-        proceeds = contract_value(closed, fill_price, terms)
-        long_pnl = (cost - proceeds) if terms.is_inverse else (proceeds - cost)
-        pnl = long_pnl if qty > 0 else -long_pnl
-        remaining_entry = entry_value - cost
-        new_qty = qty + fill_qty
-        opened = abs(fill_qty) - closed
-        if new_qty == 0:
-            remaining_entry = Decimal(0)
-        elif opened:
-            remaining_entry = contract_value(opened, fill_price, terms)
-        return PositionChange(new_qty, remaining_entry.quantize(ENTRY_VALUE_PLACES),
-                              round_settle(pnl, terms), closed, opened)
+    if qty == 0 or (qty > 0) == (fill_qty > 0):
+        value = _add(entry_value, contract_value(fill_qty, fill_price, terms))
+        return PositionChange(qty + fill_qty, value.quantize(ENTRY_VALUE_PLACES, context=_CONTEXT), _ZERO,
+                              0, abs(fill_qty))
+    closed = min(abs(qty), abs(fill_qty))
+    cost = _divide(_multiply(entry_value, closed), abs(qty))
+    proceeds = contract_value(closed, fill_price, terms)
+    long_pnl = _subtract(cost, proceeds) if terms.is_inverse else _subtract(proceeds, cost)
+    pnl = long_pnl if qty > 0 else _minus(long_pnl)
+    remaining_entry = _subtract(entry_value, cost)
+    new_qty = qty + fill_qty
+    opened = abs(fill_qty) - closed
+    if new_qty == 0:
+        remaining_entry = _ZERO
+    elif opened:
+        remaining_entry = contract_value(opened, fill_price, terms)
+    return PositionChange(new_qty, remaining_entry.quantize(ENTRY_VALUE_PLACES, context=_CONTEXT),
+                          round_settle(pnl, terms), closed, opened)
 
 
 def avg_entry_price(qty: int, entry_value: Decimal, terms: ContractTerms) -> Decimal | None:
     if qty == 0 or entry_value == 0:
         return None
-    with localcontext(_CONTEXT):
-        contracts = abs(qty) * terms.contract_size
-        price = contracts / entry_value if terms.is_inverse else entry_value / contracts
-    return price.quantize(Decimal("1e-8"))
+    contracts = _multiply(abs(qty), terms.contract_size)
+    price = _divide(contracts, entry_value) if terms.is_inverse else _divide(entry_value, contracts)
+    return price.quantize(PRICE_PLACES, context=_CONTEXT)
 
 
 def unrealized_pnl(qty: int, entry_value: Decimal, mark_price: Decimal | None,
                    terms: ContractTerms) -> Decimal:
     if qty == 0 or mark_price is None:
         return Decimal(0)
-    with localcontext(_CONTEXT):
-        value = contract_value(qty, mark_price, terms)
-        long_pnl = (entry_value - value) if terms.is_inverse else (value - entry_value)
-        pnl = long_pnl if qty > 0 else -long_pnl
+    value = contract_value(qty, mark_price, terms)
+    long_pnl = _subtract(entry_value, value) if terms.is_inverse else _subtract(value, entry_value)
+    pnl = long_pnl if qty > 0 else _minus(long_pnl)
     return round_settle(pnl, terms)

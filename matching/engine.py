@@ -10,14 +10,13 @@ redelivered entry never loses or repeats anything (docs/ENGINE.md).
 import logging
 import time
 from array import array
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 import redis
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import LedgerEntry, SystemAccount
@@ -32,7 +31,7 @@ from matching.models import (
 )
 from matching import persistence, selectors
 from matching.ids import fast_uuid4
-from matching.persistence import ExecutionRow
+from matching.persistence import BatchWrite, ExecutionRow
 from matching.signals import batch_committed
 
 log = logging.getLogger(__name__)
@@ -52,10 +51,8 @@ CANCEL_TEXT = {
 LIVE_ORDER_FIELDS = (
     "pk", "account_id", "side", "ord_type", "time_in_force", "exec_inst", "price", "stop_px", "protect_price",
     "peg_offset_value", "order_qty", "leaves_qty", "cum_qty", "cum_notional", "ord_status", "triggered",
-    "margin_reserved", "priority", "created_at", "text", "ord_rej_reason", "working_indicator", "instrument_id",
+    "margin_reserved", "priority", "text", "ord_rej_reason", "working_indicator", "instrument_id",
 )
-COMMAND_FIELDS = ("pk", "kind", "order_id", "order__instrument_id", "order__account_id", "order__ord_status",
-                  "new_price", "new_stop_px", "new_leaves_qty", "margin_delta", "new_margin", "text")
 
 
 @dataclass(slots=True)
@@ -98,7 +95,6 @@ class LiveOrder:
     triggered: str
     margin_reserved: Decimal
     priority: int | None
-    created_at: object
     text: str = ""
     ord_rej_reason: str = ""
     working: bool = False
@@ -107,8 +103,12 @@ class LiveOrder:
     @classmethod
     def load(cls, orders) -> list["LiveOrder"]:
         """The live copies of a queryset of orders, read as plain values (no model instances)."""
+        return cls.from_rows(orders.values_list(*LIVE_ORDER_FIELDS))
+
+    @classmethod
+    def from_rows(cls, rows) -> list["LiveOrder"]:
         return [cls(pk, account_id, side, ord_type, tif, frozenset(filter(None, exec_inst.split(","))), *rest)
-                for pk, account_id, side, ord_type, tif, exec_inst, *rest in orders.values_list(*LIVE_ORDER_FIELDS)]
+                for pk, account_id, side, ord_type, tif, exec_inst, *rest in rows]
 
     @property
     def reduce_only(self) -> bool:
@@ -143,6 +143,7 @@ class Batch:
     """Everything one batch changes, written in one transaction."""
 
     orders: dict = field(default_factory=dict)  # pk -> LiveOrder
+    now: object = field(default_factory=timezone.now)  # the time of the batch's executions
     executions: list = field(default_factory=list)  # persistence.ExecutionRow
     touched_books: set = field(default_factory=set)  # instruments whose book changed
     execution_ids: list = field(default_factory=list)  # filled in when written
@@ -154,7 +155,7 @@ class Batch:
     ledger: list = field(default_factory=list)  # (account, asset, amount, kind, reference)
     system_ledger: dict = field(default_factory=dict)  # (account, asset, kind) -> amount
     commands: dict = field(default_factory=dict)  # pk -> (status, reason)
-    instruments: set = field(default_factory=set)
+    instruments: set = field(default_factory=set)  # where something traded
     applied: list = field(default_factory=list)  # ("order" | "command", pk) applied by this batch
     waiting: set = field(default_factory=set)  # the applied entries whose requests wait for a reply
 
@@ -215,8 +216,6 @@ class Engine:
         self.by_symbol: dict[str, SymbolState] = {}
         self.last_sweep = 0.0
         self.stale = True  # the books do not match the database until rebuild()
-        self.in_flight = None  # (future, batch, stream acks) of the batch committing on the writer thread
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-writer")
 
     # ---------- start and recovery ----------
 
@@ -246,6 +245,8 @@ class Engine:
                 state.conditional[order.pk] = order
             for account_id, qty, entry, realized, cum, opened in selectors.engine_positions(state.instrument.pk):
                 state.positions[account_id] = LivePosition(account_id, qty, entry, realized, cum, opened)
+        self.write_terms = {pk: (state.terms, state.asset, min(settings.DEFAULT_LEVERAGE, state.instrument.max_leverage))
+                            for pk, state in self.states.items()}
         self.fees_account_id = system_account(SystemAccount.FEES).pk
         self.clearing_account_id = system_account(SystemAccount.CLEARING).pk
         self._ensure_groups()
@@ -267,102 +268,66 @@ class Engine:
     def run(self, stop=lambda: False) -> None:
         """Applies batches until stop() is true; a failed batch is retried after a rebuild.
 
-        Pipelined: while batch N commits on the writer thread, batch N+1 is matched in memory;
-        N's stream entries are acknowledged only after its commit."""
+        Each batch is matched, then committed, then acknowledged: on this project's two cores the
+        database needs one core and matching the other, and overlapping a batch's commit with the
+        next batch's matching measured slower, in a thread or in a writer process (BENCHMARKS.md)."""
         self.stale = True
         replay = True
-        try:
-            while not stop():
-                try:
-                    if self.stale:
-                        self.drop_in_flight()
-                        self.rebuild()
-                        replay = True
-                    if replay:
-                        self.process_pending_entries()
-                        replay = False
-                    self.step(pipelined=True)
-                except (redis.ConnectionError, redis.TimeoutError):
-                    log.warning("redis unavailable; retrying")
-                    time.sleep(0.5)
+        while not stop():
+            try:
+                if self.stale:
+                    self.rebuild()
                     replay = True
-                except redis.ResponseError as error:
-                    if "NOGROUP" not in str(error):
-                        raise
-                    self._ensure_groups()  # Redis restarted empty: the sweep recovers what was queued
-                except Exception:  # rolled back: rebuild, then the unacknowledged entries come again
-                    log.exception("engine step failed")
-                    time.sleep(1)
-                    self.stale = replay = True
-            self.finish_in_flight()
-        finally:
-            self.writer.submit(connections.close_all).result()  # the writer thread's own connection
-            self.writer.shutdown(wait=True)
+                if replay:
+                    self.process_pending_entries()
+                    replay = False
+                self.step()
+            except (redis.ConnectionError, redis.TimeoutError):
+                log.warning("redis unavailable; retrying")
+                time.sleep(0.5)
+                replay = True
+            except redis.ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                self._ensure_groups()  # Redis restarted empty: the sweep recovers what was queued
+            except Exception:  # rolled back: rebuild, then the unacknowledged entries come again
+                log.exception("engine step failed")
+                time.sleep(1)
+                self.stale = replay = True
 
-    def step(self, pipelined: bool = False) -> int:
+    def step(self) -> int:
         """Reads and applies one batch of new stream entries; returns how many entries it read.
 
         Once the stream is drained, a sweep applies what was stored but never reached the stream."""
         keys = {streams.stream_key(symbol): ">" for symbol in self.by_symbol}
-        # with a batch committing, only poll: its acknowledgements and replies should not wait
-        block = None if self.in_flight else self.block_ms
-        reply = streams.client().xreadgroup(streams.GROUP, self.consumer, keys, count=self.batch_size, block=block)
-        read = self.apply_stream_reply(reply, pipelined)
-        if read < self.batch_size:
-            self.finish_in_flight()
-            if time.monotonic() - self.last_sweep > 1.0:
-                self.sweep()
+        read = self.apply_stream_entries(streams.read_entries(self.consumer, keys, self.batch_size, self.block_ms))
+        if read < self.batch_size and time.monotonic() - self.last_sweep > 1.0:
+            self.sweep()
         return read
 
     def process_pending_entries(self) -> None:
         """Entries delivered before a crash but never acknowledged are read again from id 0."""
         while True:
             keys = {streams.stream_key(symbol): "0" for symbol in self.by_symbol}
-            reply = streams.client().xreadgroup(streams.GROUP, self.consumer, keys, count=self.batch_size)
-            if not any(entries for _, entries in reply):
+            read = streams.read_entries(self.consumer, keys, self.batch_size)
+            if not read:
                 return
-            self.apply_stream_reply(reply)
+            self.apply_stream_entries(read)
 
-    def apply_stream_reply(self, reply, pipelined: bool = False) -> int:
+    def apply_stream_entries(self, read: list[tuple]) -> int:
         entries, acks, waiting = [], {}, set()
-        for stream, items in reply or []:
-            stream = stream.decode() if isinstance(stream, bytes) else stream
-            for entry_id, fields in items:
-                acks.setdefault(stream, []).append(entry_id)
-                kind = fields.get(b"kind", b"").decode()
-                try:
-                    pk = int(fields.get(b"id", b""))
-                except ValueError:
-                    continue
-                if kind in ("order", "command"):
-                    entries.append((kind, pk))
-                    if fields.get(b"reply"):
-                        waiting.add((kind, pk))
+        for stream, entry_id, kind, pk, wants_reply in read:
+            acks.setdefault(stream, []).append(entry_id)
+            if pk is not None and kind in ("order", "command"):
+                entries.append((kind, pk))
+                if wants_reply:
+                    waiting.add((kind, pk))
         if not acks:
             return 0
         batch = self.prepare(entries, waiting)
-        self.finish_in_flight()
-        if pipelined:
-            self.in_flight = (self.writer.submit(self.commit, batch), batch, acks)
-        else:
-            self.commit(batch)
-            self.after_commit(batch, acks)
-        return len(entries)
-
-    def finish_in_flight(self) -> None:
-        """Waits for the batch on the writer thread; once committed, acknowledges and announces it."""
-        if self.in_flight is None:
-            return
-        future, batch, acks = self.in_flight
-        self.in_flight = None
-        future.result()  # a failed commit raises here, with self.stale set
+        self.commit(batch)
         self.after_commit(batch, acks)
-
-    def drop_in_flight(self) -> None:
-        """Lets a committing batch end, whatever its outcome, before the books are rebuilt from the database."""
-        if self.in_flight is not None:
-            wait([self.in_flight[0]])
-            self.in_flight = None
+        return len(entries)
 
     def sweep(self) -> None:
         """Applies stored orders and commands whose stream entry never arrived (lost or Redis restarted)."""
@@ -373,7 +338,6 @@ class Engine:
 
     def apply_stored(self, older_than=None) -> int:
         """Applies pending orders and commands straight from the database, in the order they were stored."""
-        self.finish_in_flight()
         instruments = list(self.states)
         orders = Order.objects.filter(instrument__in=instruments, ord_status=OrdStatus.PENDING_NEW)
         commands = OrderCommand.objects.filter(order__instrument__in=instruments, status=OrderCommand.Status.PENDING)
@@ -390,7 +354,6 @@ class Engine:
 
     def apply_entries(self, entries: list[tuple[str, int]], waiting: set = frozenset()) -> Batch:
         """Applies entries in order and commits their effects before it returns."""
-        self.finish_in_flight()
         batch = self.prepare(entries, waiting)
         self.commit(batch)
         self.after_commit(batch)
@@ -399,15 +362,13 @@ class Engine:
     def prepare(self, entries: list[tuple[str, int]], waiting: set = frozenset()) -> Batch:
         """Applies entries to the books in memory; the batch holds everything to write."""
         batch = Batch(waiting=waiting)
-        # entries of the batch still committing look pending in the database: never apply them twice
-        committing = set(self.in_flight[1].applied) if self.in_flight else set()
         try:
-            pending_orders = {o.pk: o for o in LiveOrder.load(Order.objects.filter(
-                pk__in=[pk for kind, pk in entries if kind == "order" and (kind, pk) not in committing],
-                ord_status=OrdStatus.PENDING_NEW, instrument__in=list(self.states)))}
-            commands = {c[0]: Command(*c) for c in OrderCommand.objects.filter(
-                pk__in=[pk for kind, pk in entries if kind == "command" and (kind, pk) not in committing],
-                status=OrderCommand.Status.PENDING, order__instrument__in=list(self.states)).values_list(*COMMAND_FIELDS)}
+            instruments = list(self.states)
+            pending_orders = {o.pk: o for o in LiveOrder.from_rows(persistence.pending_orders(
+                [pk for kind, pk in entries if kind == "order"], instruments,
+                LIVE_ORDER_FIELDS))}
+            commands = {c[0]: Command(*c) for c in persistence.pending_commands(
+                [pk for kind, pk in entries if kind == "command"], instruments)}
             for kind, pk in entries:
                 if kind == "order" and pk in pending_orders:
                     order = pending_orders.pop(pk)
@@ -423,16 +384,33 @@ class Engine:
         return batch
 
     def commit(self, batch: Batch) -> None:
-        """Writes the batch in one transaction (on the writer thread when pipelined)."""
+        """Writes the batch in one transaction."""
         if not batch.applied:
             return
         try:
             with transaction.atomic():
-                persistence.write_batch(self, batch)
+                batch.execution_ids = persistence.write_batch(self.write_of(batch))
         except Exception:
             log.exception("batch failed: nothing of it was written; the books are rebuilt from the database")
             self.stale = True
             raise
+
+    def write_of(self, batch: Batch) -> BatchWrite:
+        """The batch's rows as they stand now, for persistence.write_batch."""
+        orders = [(o.pk, o.ord_status, o.leaves_qty, o.cum_qty, o.order_qty, o.cum_notional, o.avg_px, o.price,
+                   o.stop_px, o.protect_price, o.triggered, o.working, o.ord_rej_reason[:200], o.text[:200],
+                   o.margin_reserved, o.priority) for o in batch.orders.values()]
+        positions = [(account_id, instrument_pk, p.qty, p.entry_value, p.realized_pnl, p.cum_realized_pnl, p.opened_at)
+                     for (instrument_pk, account_id), p in sorted(batch.positions.items())]
+        prices = []
+        for instrument_pk, state in self.states.items():
+            bid, ask = state.book.best_bid(), state.book.best_ask()
+            tick = state.terms.tick_size
+            prices.append((instrument_pk, state.last_price, state.last_price,
+                           bid * tick if bid else None, ask * tick if ask else None))
+        return BatchWrite(orders, batch.executions, positions, batch.balances, batch.ledger, batch.system_ledger,
+                          [(pk, status, reason[:200]) for pk, (status, reason) in batch.commands.items()], prices,
+                          self.write_terms)
 
     def after_commit(self, batch: Batch, acks: dict | None = None) -> None:
         """Acknowledges the stream entries, wakes waiting requests and announces the batch."""
@@ -556,7 +534,7 @@ class Engine:
     def _fill(self, state: SymbolState, taker: LiveOrder, maker: LiveOrder, price: Decimal, qty: int,
               batch: Batch) -> None:
         """Both sides of one match: orders, margin, positions, an execution each, and one ledger transaction."""
-        now = timezone.now()
+        now = batch.now
         match_id = fast_uuid4()
         instrument = state.instrument
         asset = state.asset
@@ -684,8 +662,8 @@ class Engine:
             self.apply_new_order(state, pending_orders.pop(order_pk), batch)
             batch.applied.append(("order", order_pk))
         order = state.orders.get(order_pk) or state.conditional.get(order_pk)
-        # an order this batch or the one still committing has ended: the database does not know yet
-        recent = batch.orders.get(order_pk) or (self.in_flight[1].orders.get(order_pk) if self.in_flight else None)
+        # an order this batch has ended: the database does not know yet
+        recent = batch.orders.get(order_pk)
         if order is None and recent is None and command.order_status == OrdStatus.PENDING_NEW:
             # its order's entry is lost or late: the order goes first, as it was submitted first
             (late,) = LiveOrder.load(Order.objects.filter(pk=order_pk))

@@ -129,7 +129,7 @@ class Order(models.Model):
     margin_reserved = models.DecimalField(**MONEY, default=Decimal(0))
     # position in the book's time priority; the engine rebuilds books in this order
     priority = models.BigIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -142,8 +142,8 @@ class Order(models.Model):
         indexes = [
             models.Index(fields=["instrument", "ord_status"], condition=Q(ord_status__in=OPEN_STATUSES),
                          name="order_open_by_instrument"),
+            # the only other index: every engine write of an order adds an entry to each one
             models.Index(fields=["account", "-created_at"]),
-            models.Index(fields=["instrument", "-created_at"]),
             # the engine's sweep looks for pending orders: few at any time, so the index stays tiny
             models.Index(fields=["id"], condition=Q(ord_status="PendingNew"), name="order_pending"),
         ]
@@ -197,9 +197,13 @@ class Execution(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     exec_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="executions")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="executions", db_index=False)
-    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="executions", db_index=False)
+    # No foreign-key constraints, as on ledger entries: only the engine writes executions, with ids
+    # of orders it holds, and check_ledger verifies that each reference resolves.
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="executions", db_constraint=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="executions", db_index=False,
+                                db_constraint=False)
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="executions", db_index=False,
+                                   db_constraint=False)
     trd_match_id = models.UUIDField()  # shared by the two sides of a trade
     side = models.CharField(max_length=4, choices=Side.choices)
     last_qty = models.BigIntegerField()

@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import NamedTuple
 
 import psycopg
-from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -48,7 +47,7 @@ ORDER_COLUMNS = [
     ("stop_px", "numeric"), ("protect_price", "numeric"), ("triggered", "text"), ("working_indicator", "boolean"),
     ("ord_rej_reason", "text"), ("text", "text"), ("margin_reserved", "numeric"), ("priority", "bigint"),
     ("updated_at", "timestamptz"),
-]
+]  # BatchWrite.orders rows hold all but the last
 LEDGER_COLUMNS = [("transaction_id", "bigint"), ("account_id", "bigint"), ("asset_id", "text"),
                   ("amount", "numeric"), ("kind", "text"), ("reference", "text")]
 
@@ -100,30 +99,43 @@ def update_rows(table: str, columns, rows) -> None:
         cursor.execute(f"DELETE FROM {staging}")  # the commit empties it too; a second update in the batch must not see these
 
 
-def write_batch(engine, batch) -> None:
+class BatchWrite(NamedTuple):
+    """What one engine batch writes, as plain values: built by the engine, which may hand it to its
+    writer process (matching.writer), so everything here pickles and nothing refers to the books."""
+
+    orders: list  # ORDER_COLUMNS rows
+    executions: list  # ExecutionRow
+    positions: list  # (account, instrument, qty, entry value, realized PnL, cumulative realized PnL, opened at)
+    balances: dict  # (account, asset) -> [amount, order margin, position margin] deltas
+    ledger: list  # (account, asset, amount, kind, reference)
+    system_ledger: dict  # (account, asset, kind) -> amount
+    commands: list  # (pk, status, reason)
+    prices: list  # (instrument, last price, mark price, bid, ask)
+    terms: dict  # instrument -> (ContractTerms, settlement asset, default leverage), for position margin
+
+
+def write_batch(batch: BatchWrite) -> list[int]:
+    """Writes the batch (inside the caller's transaction); returns the executions' primary keys."""
     now = timezone.now()
-    _write_positions(engine, batch, now)
-    _write_balances(batch)
+    balances = {key: list(delta) for key, delta in batch.balances.items()}
+    _write_positions(batch, balances, now)
+    _write_balances(balances)
     _write_ledger(batch, now)
-    _write_orders(batch, now)
-    batch.execution_ids = next_ids("matching_execution", len(batch.executions))
+    update_rows("matching_order", ORDER_COLUMNS, [(*row, now) for row in batch.orders])
+    execution_ids = next_ids("matching_execution", len(batch.executions))
     copy_rows("matching_execution", [("id", "bigint"), *EXECUTION_COLUMNS],
-              [(pk, *row) for pk, row in zip(batch.execution_ids, batch.executions)])
-    update_rows("matching_ordercommand", [("id", "bigint"), ("status", "text"), ("reason", "text")],
-                [(pk, status, reason[:200]) for pk, (status, reason) in batch.commands.items()])
-    _write_prices(engine, batch)
+              [(pk, *row) for pk, row in zip(execution_ids, batch.executions)])
+    update_rows("matching_ordercommand", [("id", "bigint"), ("status", "text"), ("reason", "text")], batch.commands)
+    update_rows("matching_instrument", [("id", "bigint"), ("last_price", "numeric"), ("mark_price", "numeric"),
+                                        ("bid_price", "numeric"), ("ask_price", "numeric")], batch.prices)
+    return execution_ids
 
 
-def _write_positions(engine, batch, now) -> None:
+def _write_positions(batch: BatchWrite, balances: dict, now) -> None:
     """Stores the engine's quantities and entry values; margin follows each position's current leverage."""
     if not batch.positions:
         return
-    states = engine.states
-    rows = []
-    for (instrument_pk, account_id), p in sorted(batch.positions.items()):
-        leverage = min(settings.DEFAULT_LEVERAGE, states[instrument_pk].instrument.max_leverage)
-        rows.append((account_id, instrument_pk, p.qty, p.entry_value, p.realized_pnl, p.cum_realized_pnl,
-                     leverage, p.opened_at, now))
+    rows = [(*row[:6], batch.terms[row[1]][2], row[6], now) for row in batch.positions]
     unnest, params = _arrays([("account_id", "bigint"), ("instrument_id", "bigint"), ("current_qty", "bigint"),
                               ("entry_value", "numeric"), ("realized_pnl", "numeric"),
                               ("cum_realized_pnl", "numeric"), ("leverage", "numeric"),
@@ -142,19 +154,20 @@ def _write_positions(engine, batch, now) -> None:
         returned = cursor.fetchall()
     margins = []
     for pk, account_id, instrument_pk, qty, entry_value, leverage, margin in returned:
-        state = states[instrument_pk]
+        terms, asset, _ = batch.terms[instrument_pk]
         new_margin = Decimal(0)
         if qty:
-            entry = contracts.avg_entry_price(qty, entry_value, state.terms)
-            new_margin = contracts.initial_margin(qty, entry, leverage, state.terms)
+            entry = contracts.avg_entry_price(qty, entry_value, terms)
+            new_margin = contracts.initial_margin(qty, entry, leverage, terms)
         if new_margin != margin:
             margins.append((pk, new_margin))
-            batch.balance(account_id, state.asset)[2] += new_margin - margin
+            delta = balances.setdefault((account_id, asset), [Decimal(0), Decimal(0), Decimal(0)])
+            delta[2] += new_margin - margin
     update_rows("matching_position", [("id", "bigint"), ("margin", "numeric")], margins)
 
 
-def _write_balances(batch) -> None:
-    changes = sorted((key, d) for key, d in batch.balances.items() if any(d))
+def _write_balances(balances: dict) -> None:
+    changes = sorted((key, d) for key, d in balances.items() if any(d))
     if not changes:
         return
     keys = [key for key, _ in changes]
@@ -190,26 +203,6 @@ def _write_ledger(batch, now) -> None:
                for (account_id, asset, kind), amount in batch.system_ledger.items() if amount])
 
 
-def _write_orders(batch, now) -> None:
-    update_rows("matching_order", ORDER_COLUMNS, [
-        (o.pk, o.ord_status, o.leaves_qty, o.cum_qty, o.order_qty, o.cum_notional, o.avg_px, o.price, o.stop_px,
-         o.protect_price, o.triggered, o.working, o.ord_rej_reason[:200], o.text[:200], o.margin_reserved,
-         o.priority, now)
-        for o in batch.orders.values()])
-
-
-def _write_prices(engine, batch) -> None:
-    rows = []
-    for instrument_pk in batch.instruments | set(engine.states):
-        state = engine.states[instrument_pk]
-        bid, ask = state.book.best_bid(), state.book.best_ask()
-        tick = state.terms.tick_size
-        rows.append((instrument_pk, state.last_price, state.last_price,
-                     bid * tick if bid else None, ask * tick if ask else None))
-    update_rows("matching_instrument", [("id", "bigint"), ("last_price", "numeric"), ("mark_price", "numeric"),
-                                        ("bid_price", "numeric"), ("ask_price", "numeric")], rows)
-
-
 NEW_ORDER_COLUMNS = [
     ("id", "bigint"), ("order_id", "uuid"), ("account_id", "bigint"), ("instrument_id", "bigint"),
     ("cl_ord_id", "text"), ("side", "text"), ("ord_type", "text"), ("time_in_force", "text"), ("exec_inst", "text"),
@@ -229,6 +222,34 @@ def lock_balance_rows(keys: list[tuple[int, str]]) -> dict[int, tuple[Decimal, D
                        f"JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id) "
                        f"ORDER BY b.id FOR NO KEY UPDATE OF b", params)
         return {account_id: (amount, om, pm) for account_id, amount, om, pm in cursor.fetchall()}
+
+
+def pending_orders(pks: list[int], instrument_pks: list[int], fields) -> list[tuple]:
+    """The named fields of those orders still PendingNew on these instruments, read in binary
+    (the ORM's row handling costs more than the query on a thousand rows). Status and instrument
+    are filtered here, not in SQL, where the planner could prefer a partial index to the key."""
+    if not pks:
+        return []
+    columns = ", ".join("id" if name == "pk" else name for name in fields)
+    with raw_cursor() as cursor:
+        cursor.execute(f"SELECT instrument_id, ord_status, {columns} FROM matching_order WHERE id = ANY(%b)",
+                       [pks], binary=True, prepare=False)
+        instruments = set(instrument_pks)
+        return [row[2:] for row in cursor.fetchall() if row[1] == "PendingNew" and row[0] in instruments]
+
+
+def pending_commands(pks: list[int], instrument_pks: list[int]) -> list[tuple]:
+    """(pk, kind, order, instrument, account, order status, new price, new stop price, new leaves qty,
+    margin delta, new margin, text) of those commands still pending on these instruments."""
+    if not pks:
+        return []
+    with raw_cursor() as cursor:
+        cursor.execute("SELECT c.status, c.id, c.kind, c.order_id, o.instrument_id, o.account_id, o.ord_status, c.new_price, "
+                       "c.new_stop_px, c.new_leaves_qty, c.margin_delta, c.new_margin, c.text "
+                       "FROM matching_ordercommand c JOIN matching_order o ON o.id = c.order_id "
+                       "WHERE c.id = ANY(%b)", [pks], binary=True, prepare=False)
+        instruments = set(instrument_pks)
+        return [row[1:] for row in cursor.fetchall() if row[0] == "pending" and row[4] in instruments]
 
 
 def existing_cl_ord_ids(keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:

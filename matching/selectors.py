@@ -10,6 +10,7 @@ from django.db import connection
 from django.db.models import F, Max, Min, Q, Sum
 from django.utils import timezone
 
+from accounts.selectors import ledger_problems
 from matching import contracts
 from matching.models import OPEN_STATUSES, Execution, Instrument, Order, OrdStatus, Position, Side
 
@@ -130,6 +131,28 @@ def margin_problems() -> list[str]:
     return [f"account {account} {asset}: order margin {om} held, orders say {eom}; "
             f"position margin {pm} held, positions say {epm}"
             for account, asset, om, eom, pm, epm in rows]
+
+
+def execution_problems() -> list[str]:
+    """Executions whose order, account or instrument does not exist (the table has no foreign keys)."""
+    sql = """
+        SELECT e.id, CASE WHEN o.id IS NULL THEN 'order ' || e.order_id
+                          WHEN a.id IS NULL THEN 'account ' || e.account_id
+                          ELSE 'instrument ' || e.instrument_id END
+          FROM matching_execution e
+          LEFT JOIN matching_order o ON o.id = e.order_id
+          LEFT JOIN accounts_account a ON a.id = e.account_id
+          LEFT JOIN matching_instrument i ON i.id = e.instrument_id
+         WHERE o.id IS NULL OR a.id IS NULL OR i.id IS NULL
+         ORDER BY 1 LIMIT 100"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return [f"execution {pk} names a missing {missing}" for pk, missing in cursor.fetchall()]
+
+
+def book_problems() -> list[str]:
+    """Everything check_ledger verifies: the ledger, margins and the executions' references."""
+    return ledger_problems() + margin_problems() + execution_problems()
 
 
 # ---------- API reads ----------

@@ -19,6 +19,35 @@ def client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
+@lru_cache(maxsize=1)
+def _engine_client() -> redis.Redis:
+    """A client whose XREADGROUP replies stay as Redis sent them: turning every entry's fields into
+    a dict costs the engine more than reading them."""
+    engine_client = redis.Redis.from_url(settings.REDIS_URL)
+    engine_client.set_response_callback("XREADGROUP", lambda response, **options: response)
+    return engine_client
+
+
+def read_entries(consumer: str, keys: dict[str, str], count: int, block: int | None = None) -> list[tuple]:
+    """Reads from the streams as the engine's consumer: (stream, entry id, kind, pk, wants a reply)
+    for each entry, in stream order. An entry without a valid id keeps its place, with pk None,
+    so that it is acknowledged and dropped."""
+    reply = _engine_client().xreadgroup(GROUP, consumer, keys, count=count, block=block)
+    if not reply:
+        return []
+    entries = []
+    for stream, items in (reply.items() if isinstance(reply, dict) else reply):  # RESP3 map or RESP2 pairs
+        stream = stream.decode() if isinstance(stream, bytes) else stream
+        for entry_id, fields in items:
+            values = dict(zip(fields[::2], fields[1::2])) if fields else {}
+            try:
+                pk = int(values.get(b"id", b""))
+            except ValueError:
+                pk = None
+            entries.append((stream, entry_id, values.get(b"kind", b"").decode(), pk, b"reply" in values))
+    return entries
+
+
 def stream_key(symbol: str) -> str:
     return f"{settings.ENGINE_STREAM_PREFIX}:{symbol}"
 

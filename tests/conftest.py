@@ -34,10 +34,9 @@ def reference_data(db):
 def books_balance(reference_data):
     """Checks after the test that the ledger balances and every margin adds up (check_ledger)."""
     yield
-    from accounts.selectors import ledger_problems
-    from matching.selectors import margin_problems
+    from matching.selectors import book_problems
 
-    assert ledger_problems() + margin_problems() == []
+    assert book_problems() == []
 
 
 @pytest.fixture

@@ -145,3 +145,30 @@ def test_check_ledger_reports_an_entry_that_breaks_the_sum(make_trader):
     assert any("USDT ledger sums to" in p for p in problems)
     assert any(f"ledger transaction {tx.pk} does not balance" in p for p in problems)
     LedgerEntry.objects.filter(transaction=tx, amount=5).delete()
+
+
+@pytest.mark.django_db
+def test_check_ledger_reports_references_that_do_not_resolve(make_trader):
+    """Ledger entries and executions carry no foreign-key constraints; the audit checks them instead."""
+    from matching.selectors import book_problems
+
+    account = make_trader(usdt="100", xbt="0")
+    entry = LedgerEntry.objects.filter(account=account).first()
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE accounts_ledgerentry SET transaction_id = -1 WHERE id = %s", [entry.pk])
+        cursor.execute("INSERT INTO matching_execution (exec_id, order_id, account_id, instrument_id, trd_match_id, "
+                       "side, last_qty, last_px, exec_type, last_liquidity_ind, commission, exec_comm, realized_pnl, "
+                       "leaves_qty, cum_qty, ord_status, position_qty, created_at) VALUES (gen_random_uuid(), -7, %s, "
+                       "(SELECT MIN(id) FROM matching_instrument), gen_random_uuid(), 'Buy', 1, 1, 'Trade', "
+                       "'AddedLiquidity', 0, 0, 0, 0, 1, 'Filled', 1, now()) RETURNING id", [account.pk])
+        (execution_id,) = cursor.fetchone()
+    problems = book_problems()
+    assert f"ledger entry {entry.pk} names a missing transaction -1" in problems
+    assert f"execution {execution_id} names a missing order -7" in problems
+    with pytest.raises(CommandError):
+        call_command("check_ledger")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE accounts_ledgerentry SET transaction_id = %s WHERE id = %s",
+                       [entry.transaction_id, entry.pk])
+        cursor.execute("DELETE FROM matching_execution WHERE id = %s", [execution_id])
+    assert book_problems() == []

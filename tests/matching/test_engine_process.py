@@ -14,11 +14,10 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from accounts.selectors import ledger_problems
 from matching import services
 from matching.book import BUY, EV_FILL, SELL, OrderBook
 from matching.models import Execution, Order, OrderCommand, OrdStatus
-from matching.selectors import margin_problems
+from matching.selectors import book_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOL = "XBTUSDT"
@@ -127,6 +126,6 @@ def test_killed_engine_loses_and_repeats_nothing(engine_streams, make_trader, tm
     in_priority = [*open_orders.filter(side="Buy").order_by("-price", "priority"),
                    *open_orders.filter(side="Sell").order_by("price", "priority")]
     assert [(o.pk, int(o.price * TICK), o.leaves_qty) for o in in_priority] == expected_resting
-    assert ledger_problems() + margin_problems() == []
+    assert book_problems() == []
     assert log_path.read_bytes().count(b"engine ready") == 2
     assert backlog_at_kill > 0, "the kill interrupted a stream of orders"

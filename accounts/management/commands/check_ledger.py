@@ -1,14 +1,13 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.selectors import ledger_problems
-from matching.selectors import margin_problems
+from matching.selectors import book_problems
 
 
 class Command(BaseCommand):
     help = "Verifies that the ledger balances, that balances equal their ledger and that margins add up."
 
     def handle(self, *args, **options):
-        problems = ledger_problems() + margin_problems()
+        problems = book_problems()
         for problem in problems:
             self.stderr.write(problem)
         if problems:
