@@ -17,7 +17,7 @@ NET_PNL_KINDS = (LedgerEntry.Kind.REALIZED_PNL, LedgerEntry.Kind.FEE, LedgerEntr
 
 def equities(*, account_ids, asset: str) -> dict[int, Decimal]:
     """Wallet balance plus unrealized PnL, per account, in one asset."""
-    wallets = dict(Balance.objects.filter(account_id__in=account_ids, asset_id=asset).values_list("account_id", "amount"))
+    wallets = dict(Balance.objects.filter(account_id__any=list(account_ids), asset_id=asset).values_list("account_id", "amount"))
     unrealized = unrealized_pnl_by_account(account_ids=account_ids, asset_code=asset)
     return {a: wallets.get(a, Decimal(0)) + unrealized.get(a, Decimal(0)) for a in account_ids}
 

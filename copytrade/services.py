@@ -313,7 +313,7 @@ def _copy_execution(execution: Execution) -> int:
             candidates.append(follow)
     accounts = [f.account_id for f in candidates]
     equities = selectors.equities(account_ids=[*accounts, leader.account_id], asset=asset)
-    positions = dict(Position.objects.filter(instrument=instrument, account_id__in=accounts)
+    positions = dict(Position.objects.filter(instrument=instrument, account_id__any=accounts)
                      .values_list("account_id", "current_qty"))
     sign = 1 if execution.side == Side.BUY else -1
     fill = calculations.LeaderFill(side=execution.side, qty=execution.last_qty, price=execution.last_px,

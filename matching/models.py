@@ -225,9 +225,10 @@ class Execution(models.Model):
 
 
 class Position(models.Model):
-    """One position per account and instrument (one-way mode)."""
+    """One position per account and instrument (one-way mode). Updated on every fill, like balances:
+    no index covers a column that changes, and pages keep room for HOT updates (see the migration)."""
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="positions")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="positions", db_index=False)
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="positions")
     current_qty = models.BigIntegerField(default=0)  # signed contracts: + long, - short
     entry_value = models.DecimalField(max_digits=48, decimal_places=18, default=Decimal(0))

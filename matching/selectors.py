@@ -26,7 +26,7 @@ def unrealized_pnl_by_account(*, account_ids, asset_code: str) -> dict[int, Deci
     """Unrealized PnL at the mark price of each account's open positions settled in asset_code."""
     totals: dict[int, Decimal] = {}
     positions = (Position.objects.select_related("instrument", "instrument__settle_asset")
-                 .filter(account_id__in=account_ids, instrument__settle_asset_id=asset_code).exclude(current_qty=0))
+                 .filter(account_id__any=list(account_ids), instrument__settle_asset_id=asset_code).exclude(current_qty=0))
     for position in positions:
         totals[position.account_id] = totals.get(position.account_id, Decimal(0)) + _wallet_pnl(position)
     return totals

@@ -1,0 +1,23 @@
+"""`field__any=[...]`: `field = ANY(%s)` with the whole list as one array parameter.
+
+`field__in` spells out one placeholder per value; with the thousands of accounts of a copy
+fan-out, building and parsing that statement costs more than running it.
+"""
+from django.db.models import Field, ForeignObject, Lookup
+
+
+class AnyOf(Lookup):
+    lookup_name = "any"
+    prepare_rhs = False
+
+    def get_db_prep_lookup(self, value, connection):
+        return "%s", [[self.lhs.output_field.get_db_prep_value(v, connection, prepared=False) for v in value]]
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        return f"{lhs} = ANY({rhs})", [*lhs_params, *rhs_params]
+
+
+Field.register_lookup(AnyOf)
+ForeignObject.register_lookup(AnyOf)  # related fields keep their own lookups
