@@ -58,10 +58,12 @@ def publish_batch(sender, batch, engine, **kwargs) -> None:
 
 def _publish_market(engine, batch, send) -> None:
     trades: dict[int, list] = {}
+    stamps: dict = {}  # a batch's executions share one time: format it once
     for row in batch.executions:
         if row.last_liquidity_ind == "RemovedLiquidity":  # the taker's side is the public trade
+            stamp = stamps.get(row.created_at) or stamps.setdefault(row.created_at, rows.iso(row.created_at))
             trades.setdefault(row.instrument_id, []).append({
-                "timestamp": rows.iso(row.created_at), "side": row.side, "size": row.last_qty,
+                "timestamp": stamp, "side": row.side, "size": row.last_qty,
                 "price": rows.number(row.last_px), "trdMatchID": str(row.trd_match_id)})
     for instrument_pk in batch.instruments | set(trades) | batch.touched_books:
         state = engine.states[instrument_pk]

@@ -11,9 +11,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--symbols", nargs="*", help="symbols this engine owns; each symbol has one engine")
-        parser.add_argument("--batch-size", type=int, default=500)
+        parser.add_argument("--batch-size", type=int, default=1000)
 
-    def handle(self, *args, symbols=None, batch_size=500, **options):
+    def handle(self, *args, symbols=None, batch_size=1000, **options):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
         stopping = []
         for signum in (signal.SIGTERM, signal.SIGINT):
