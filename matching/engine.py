@@ -303,14 +303,15 @@ class Engine:
                 self.stale = replay = True
 
     def step(self) -> int:
-        """Reads and applies one batch of new stream entries; returns how many entries it read.
+        """Reads and applies new stream entries; returns how many entries it read.
 
         Once the stream is drained, a sweep applies what was stored but never reached the stream."""
         keys = {streams.stream_key(symbol): ">" for symbol in self.by_symbol}
-        read = self.apply_stream_entries(streams.read_entries(self.consumer, keys, self.batch_size, self.block_ms))
-        if read < self.batch_size and time.monotonic() - self.last_sweep > 1.0:
+        read = streams.read_entries(self.consumer, keys, self.batch_size, self.block_ms)
+        self.apply_stream_entries(read)
+        if len(read) < self.batch_size and time.monotonic() - self.last_sweep > 1.0:
             self.sweep()
-        return read
+        return len(read)
 
     def process_pending_entries(self) -> None:
         """Entries delivered before a crash but never acknowledged are read again from id 0."""
@@ -321,20 +322,26 @@ class Engine:
                 return
             self.apply_stream_entries(read)
 
-    def apply_stream_entries(self, read: list[tuple]) -> int:
+    def apply_stream_entries(self, read: list[tuple]) -> None:
+        """Applies the entries' orders and commands in batches of about batch_size; an entry is
+        acknowledged once the batch holding all its ids has committed."""
         entries, acks, waiting = [], {}, set()
-        for stream, entry_id, kind, pk, wants_reply in read:
+        for stream, entry_id, kind, pks, wants_reply in read:
             acks.setdefault(stream, []).append(entry_id)
-            if pk is not None and kind in ("order", "command"):
-                entries.append((kind, pk))
+            if kind in ("order", "command"):
+                entries.extend((kind, pk) for pk in pks)
                 if wants_reply:
-                    waiting.add((kind, pk))
-        if not acks:
-            return 0
+                    waiting.update((kind, pk) for pk in pks)
+            if len(entries) >= self.batch_size:
+                self.apply_batch(entries, waiting, acks)
+                entries, acks, waiting = [], {}, set()
+        if acks:
+            self.apply_batch(entries, waiting, acks)
+
+    def apply_batch(self, entries: list[tuple[str, int]], waiting: set, acks: dict) -> None:
         batch = self.prepare(entries, waiting)
         self.commit(batch)
         self.after_commit(batch, acks)
-        return len(entries)
 
     def sweep(self) -> None:
         """Applies stored orders and commands whose stream entry never arrived (lost or Redis restarted)."""

@@ -2,7 +2,8 @@
 
 The stream only carries ids: the database holds every command, so a lost or repeated stream
 entry can delay a command but never lose or duplicate it (the engine also sweeps for commands
-whose entry never arrived).
+whose entry never arrived). An entry names one kind and up to IDS_PER_ENTRY ids, in order
+(`{"kind": "order", "id": "12,13,14"}`): a copy fan-out of thousands of orders is a few entries.
 """
 from functools import lru_cache
 
@@ -12,6 +13,7 @@ from django.conf import settings
 GROUP = "engine"
 STREAM_MAXLEN = 200_000
 REPLY_TTL_SECONDS = 30
+IDS_PER_ENTRY = 250
 
 
 @lru_cache(maxsize=1)
@@ -29,9 +31,9 @@ def _engine_client() -> redis.Redis:
 
 
 def read_entries(consumer: str, keys: dict[str, str], count: int, block: int | None = None) -> list[tuple]:
-    """Reads from the streams as the engine's consumer: (stream, entry id, kind, pk, wants a reply)
-    for each entry, in stream order. An entry without a valid id keeps its place, with pk None,
-    so that it is acknowledged and dropped."""
+    """Reads from the streams as the engine's consumer: (stream, entry id, kind, pks, wants a reply)
+    for each entry, in stream order. An entry without valid ids keeps its place, with no pks, so
+    that it is acknowledged and dropped."""
     reply = _engine_client().xreadgroup(GROUP, consumer, keys, count=count, block=block)
     if not reply:
         return []
@@ -41,10 +43,10 @@ def read_entries(consumer: str, keys: dict[str, str], count: int, block: int | N
         for entry_id, fields in items:
             values = dict(zip(fields[::2], fields[1::2])) if fields else {}
             try:
-                pk = int(values.get(b"id", b""))
+                pks = [int(pk) for pk in values.get(b"id", b"").split(b",")]
             except ValueError:
-                pk = None
-            entries.append((stream, entry_id, values.get(b"kind", b"").decode(), pk, b"reply" in values))
+                pks = []
+            entries.append((stream, entry_id, values.get(b"kind", b"").decode(), pks, b"reply" in values))
     return entries
 
 
@@ -57,13 +59,21 @@ def reply_key(kind: str, pk: int) -> str:
 
 
 def send_commands(symbol: str, entries: list[tuple[str, int]], reply: bool = False) -> None:
-    """Appends ("order", pk) or ("command", pk) entries to the symbol's stream, in order.
+    """Appends ("order", pk) or ("command", pk) entries to the symbol's stream, in order; a run of
+    one kind shares stream entries.
 
     With reply, the engine wakes whoever waits for them (wait_for_engine)."""
     pipe = client().pipeline(transaction=False)
     fields = {"reply": 1} if reply else {}
+    runs: list[tuple[str, list[int]]] = []
     for kind, pk in entries:
-        pipe.xadd(stream_key(symbol), {"kind": kind, "id": pk, **fields}, maxlen=STREAM_MAXLEN, approximate=True)
+        if runs and runs[-1][0] == kind and len(runs[-1][1]) < IDS_PER_ENTRY:
+            runs[-1][1].append(pk)
+        else:
+            runs.append((kind, [pk]))
+    for kind, pks in runs:
+        pipe.xadd(stream_key(symbol), {"kind": kind, "id": ",".join(map(str, pks)), **fields},
+                  maxlen=STREAM_MAXLEN, approximate=True)
     try:
         pipe.execute()
     except redis.RedisError:

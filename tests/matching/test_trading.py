@@ -382,11 +382,34 @@ def test_stream_replies_are_read_in_both_protocol_shapes():
 
     from matching import streams
 
-    fields = [b"kind", b"order", b"id", b"7", b"reply", b"1"]
+    fields = [b"kind", b"order", b"id", b"7,8", b"reply", b"1"]
     for reply in ({b"s": [[b"1-0", fields]]}, [[b"s", [[b"1-0", fields]]]]):
         with mock.patch.object(streams, "_engine_client") as client:
             client.return_value.xreadgroup.return_value = reply
-            assert streams.read_entries("c", {"s": ">"}, 10) == [("s", b"1-0", "order", 7, True)]
+            assert streams.read_entries("c", {"s": ">"}, 10) == [("s", b"1-0", "order", [7, 8], True)]
+
+
+def test_a_run_of_orders_shares_stream_entries_and_keeps_its_order(engine, make_trader):
+    """Thousands of copied orders are a few stream entries; orders and commands keep their order."""
+    from matching import streams
+
+    maker, taker = make_trader(usdt="10000000"), make_trader()
+    asks = [services.submit_order(account=maker, symbol=LIN, side="Sell", order_qty=1_000_000,
+                                  price=str(50000 + i), wait=0) for i in range(streams.IDS_PER_ENTRY + 3)]
+    key = streams.stream_key(LIN)  # empty: the requests' own entries go out after their commit
+    services.cancel_orders(orders=[asks[1]], wait=0)
+    command = asks[1].commands.latest("pk")
+    bid = submit(taker, side="Buy", order_qty=2_000_000, price="50001", wait=0)
+    entries = [("order", o.pk) for o in asks] + [("command", command.pk), ("order", bid.pk)]
+    before = streams.client().xlen(key)
+    streams.send_commands(LIN, entries)
+    assert streams.client().xlen(key) - before == 4  # 250 orders, 3 orders, the cancel, the bid
+    engine._ensure_groups()
+    while engine.step():
+        pass
+    assert fresh(asks[1]).ord_status == OrdStatus.CANCELED  # canceled before the bid arrived
+    assert fresh(asks[0]).ord_status == OrdStatus.FILLED and fresh(asks[2]).ord_status == OrdStatus.NEW
+    assert fresh(bid).ord_status == OrdStatus.PARTIALLY_FILLED
 
 
 def test_the_any_lookup_matches_the_in_lookup(make_trader):
