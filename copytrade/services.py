@@ -313,8 +313,10 @@ def _copy_execution(execution: Execution) -> int:
             candidates.append(follow)
     accounts = [f.account_id for f in candidates]
     equities = selectors.equities(account_ids=[*accounts, leader.account_id], asset=asset)
-    positions = dict(Position.objects.filter(instrument=instrument, account_id__any=accounts)
-                     .values_list("account_id", "current_qty"))
+    positions, leverages = {}, {}
+    for account_id, qty, leverage in (Position.objects.filter(instrument=instrument, account_id__any=accounts)
+                                      .values_list("account_id", "current_qty", "leverage")):
+        positions[account_id], leverages[account_id] = qty, leverage
     sign = 1 if execution.side == Side.BUY else -1
     fill = calculations.LeaderFill(side=execution.side, qty=execution.last_qty, price=execution.last_px,
                                    position_before=execution.position_qty - sign * execution.last_qty,
@@ -334,7 +336,7 @@ def _copy_execution(execution: Execution) -> int:
             continue
         requests.append(_copy_request(execution, follow, order, instrument))
         request_follows.append((follow, order))
-    _align_leverage(execution, candidates, instrument)
+    _align_leverage(execution, candidates, instrument, leverages)
     with transaction.atomic():
         results = submit_orders_bulk(instrument=instrument, orders=requests)
         rows = [(f.pk, execution.pk, reduce_only, None, side, qty, CopiedOrder.Status.SKIPPED, reason[:200], now)
@@ -374,15 +376,19 @@ def slippage_bound(price: Decimal, side: str, slippage: Decimal, tick: Decimal) 
     return max((price * (1 - slippage) / tick).to_integral_value(ROUND_CEILING), 1) * tick
 
 
-def _align_leverage(execution: Execution, follows: list[Follow], instrument: Instrument) -> None:
-    """Followers' flat positions take the follow's fixed leverage, or the leader's."""
+def _align_leverage(execution: Execution, follows: list[Follow], instrument: Instrument,
+                    current: dict[int, Decimal]) -> None:
+    """Followers' flat positions take the follow's fixed leverage, or the leader's; only positions
+    whose leverage differs (or that do not exist yet) are written."""
     leader_leverage = (Position.objects.filter(account_id=execution.account_id, instrument=instrument)
                        .values_list("leverage", flat=True).first())
     rows = []
     for follow in follows:
         leverage = follow.leverage or leader_leverage
         if leverage:
-            rows.append((follow.account_id, instrument.pk, min(leverage, instrument.max_leverage)))
+            leverage = min(leverage, instrument.max_leverage)
+            if current.get(follow.account_id) != leverage:
+                rows.append((follow.account_id, instrument.pk, leverage))
     persistence.set_flat_position_leverage(rows)
 
 

@@ -6,10 +6,12 @@ executions and positions the batch changed; the websocket consumer reads them ba
 BitMEX rows. Private messages go only to accounts with a live connection (the Redis set
 SUBSCRIBED_ACCOUNTS, kept by the consumers), so a batch of 10,000 orders costs a few messages.
 """
+import asyncio
 import logging
+import threading
+from functools import lru_cache
 
 import redis
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.dispatch import receiver
@@ -43,16 +45,62 @@ def level_changes(previous: dict, bids, asks, tick, lot: int) -> tuple[dict, lis
     return current, changes
 
 
+class Publisher:
+    """Sends messages from one background event loop, in the order given, so that the engine never
+    waits for the channel layer. Market data is best effort (the database has everything): when
+    the layer falls behind by MAX_QUEUED messages, new ones are dropped with a warning."""
+
+    MAX_QUEUED = 10_000
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.queue: asyncio.Queue | None = None
+        started = threading.Event()
+        threading.Thread(target=self._run, args=(started,), name="publisher", daemon=True).start()
+        started.wait()
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.queue = asyncio.Queue()
+        self.loop.create_task(self._drain())
+        started.set()
+        self.loop.run_forever()
+
+    async def _drain(self) -> None:
+        while True:
+            layer, group, message = await self.queue.get()
+            try:
+                await layer.group_send(group, message)
+            except (redis.RedisError, OSError) as error:
+                log.warning("could not publish to %s: %s", group, error)
+            except Exception:
+                log.exception("could not publish to %s", group)
+
+    def send(self, layer, group: str, message: dict) -> None:
+        if self.queue.qsize() >= self.MAX_QUEUED:
+            log.warning("the channel layer is behind: a message to %s is dropped", group)
+            return
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (layer, group, message))
+
+
+@lru_cache(maxsize=1)
+def publisher() -> Publisher:
+    return Publisher()
+
+
 @receiver(batch_committed, dispatch_uid="matching.publish")
 def publish_batch(sender, batch, engine, **kwargs) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    send = async_to_sync(layer.group_send)
+
+    def send(group: str, message: dict) -> None:
+        publisher().send(layer, group, message)
+
     try:
         _publish_market(engine, batch, send)
         _publish_accounts(batch, send)
-    except (redis.RedisError, OSError) as error:  # market data is best effort; the database has everything
+    except (redis.RedisError, OSError) as error:  # the set of live accounts is read here
         log.warning("could not publish a batch: %s", error)
 
 

@@ -102,9 +102,11 @@ def test_killed_engine_loses_and_repeats_nothing(engine_streams, make_trader, tm
                 target = placed[min(step[1], len(placed) - 1)]
                 services.cancel_orders(orders=[target], wait=0)
                 order_pks.append(target.pk)
-            if i == 150:  # kill it while it works through a backlog
+            if i == 150:  # freeze it wherever it is (it keeps up with this loop otherwise): a backlog grows
                 wait_until(lambda: Order.objects.exclude(ord_status=OrdStatus.PENDING_NEW).count() > 20, 30,
                            "the engine to apply some orders")
+                process.send_signal(signal.SIGSTOP)
+            if i == 200:  # and kill it there
                 process.send_signal(signal.SIGKILL)
                 process.wait()
                 backlog_at_kill = pending()
