@@ -11,7 +11,10 @@ class AnyOf(Lookup):
     prepare_rhs = False
 
     def get_db_prep_lookup(self, value, connection):
-        return "%s", [[self.lhs.output_field.get_db_prep_value(v, connection, prepared=False) for v in value]]
+        if not isinstance(value, (list, tuple, set, frozenset)):
+            raise TypeError(f"__any takes a list of values, not {type(value).__name__}")
+        field = self.lhs.output_field
+        return "%s", [[field.get_db_prep_value(getattr(v, "pk", v), connection, prepared=False) for v in value]]
 
     def as_sql(self, compiler, connection):
         lhs, lhs_params = self.process_lhs(compiler, connection)

@@ -389,7 +389,7 @@ def _align_leverage(execution: Execution, follows: list[Follow], instrument: Ins
             leverage = min(leverage, instrument.max_leverage)
             if current.get(follow.account_id) != leverage:
                 rows.append((follow.account_id, instrument.pk, leverage))
-    persistence.set_flat_position_leverage(rows)
+    persistence.set_flat_position_leverage(sorted(rows))  # in the engine's lock order: no deadlock
 
 
 def _protect_positions(execution: Execution, request_follows, results, instrument: Instrument) -> None:

@@ -682,6 +682,7 @@ class Engine:
             # its order's entry is lost or late: the order goes first, as it was submitted first
             (late,) = LiveOrder.load(Order.objects.filter(pk=order_pk))
             self.apply_new_order(state, late, batch)
+            batch.applied.append(("order", order_pk))  # applied by this batch, like any other
             order = state.orders.get(order_pk) or state.conditional.get(order_pk)
             recent = batch.orders.get(order_pk)
         if order is None:

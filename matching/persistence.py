@@ -100,8 +100,8 @@ def update_rows(table: str, columns, rows) -> None:
 
 
 class BatchWrite(NamedTuple):
-    """What one engine batch writes, as plain values: built by the engine, which may hand it to its
-    writer process (matching.writer), so everything here pickles and nothing refers to the books."""
+    """What one engine batch writes, as plain values: a snapshot taken when the batch is matched,
+    so nothing here refers to the books or to objects a later batch changes."""
 
     orders: list  # ORDER_COLUMNS rows
     executions: list  # ExecutionRow

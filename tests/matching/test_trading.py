@@ -417,11 +417,17 @@ def test_the_any_lookup_matches_the_in_lookup(make_trader):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    from accounts.models import Account
+
     ids = [make_trader().pk, make_trader().pk]
     with CaptureQueriesContext(connection) as queries:
         by_any = sorted(Balance.objects.filter(account_id__any=ids).values_list("pk", flat=True))
     assert by_any == sorted(Balance.objects.filter(account_id__in=ids).values_list("pk", flat=True))
     assert len(by_any) == 4 and "= ANY(" in queries[0]["sql"]
     assert list(Balance.objects.filter(account_id__any=[])) == []
+    accounts = list(Account.objects.filter(pk__in=ids))
+    assert sorted(Balance.objects.filter(account__any=accounts).values_list("pk", flat=True)) == by_any
+    with pytest.raises(TypeError, match="list of values"):
+        list(Balance.objects.filter(account_id__any=ids[0]))
     assert Balance.objects.filter(asset_id__any=["USDT", "XBT"]).count() == Balance.objects.filter(
         asset_id__in=["USDT", "XBT"]).count()
