@@ -33,6 +33,9 @@ class Leader(models.Model):
     # statistics count the executions settled in this asset (PnL in one currency adds up)
     stats_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, default="USDT", related_name="+")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    # the last of the leader's executions the fan-out has handled: a later one that is some seconds
+    # old was never announced (the engine stopped between its commit and the hook) and is caught up
+    copied_through = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,10 +1,10 @@
 """Every write of copy trading: leading, following, the fan-out of a leader's fills, profit share."""
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from accounts.models import Account, Asset, Balance, LedgerEntry
@@ -290,6 +290,32 @@ def copy_leader_executions(*, execution_ids: list[int]) -> int:
     return placed
 
 
+def copy_missed_executions(*, older_than: timedelta = timedelta(seconds=5),
+                           window: timedelta = timedelta(minutes=10)) -> int:
+    """Copies leader executions the fan-out never handled: the engine stopped between committing
+    them and announcing them. Exactly once as ever (clOrdIDs); older than `window` a trade is not
+    copied any more. Also brings the leaders' statistics up to their last execution."""
+    now = timezone.now()
+    missed = list(Execution.objects.filter(account__leader__status=Leader.Status.ACTIVE,
+                                           pk__gt=F("account__leader__copied_through"),
+                                           created_at__lt=now - older_than, created_at__gte=now - window)
+                  .order_by("pk").values_list("pk", flat=True))
+    if missed:
+        log.warning("copying %d leader executions that were never announced", len(missed))
+        copy_leader_executions(execution_ids=missed)
+    behind = LeaderStats.objects.filter(leader__status=Leader.Status.ACTIVE).filter(
+        Exists(Execution.objects.filter(account_id=OuterRef("leader__account_id"), pk__gt=OuterRef("last_execution_id"),
+                                        instrument__settle_asset_id=OuterRef("leader__stats_asset_id"),
+                                        created_at__lt=now - older_than)))
+    for leader_id in behind.values_list("leader_id", flat=True):
+        update_leader_stats(leader_id=leader_id)
+    return len(missed)
+
+
+def _mark_copied(leader: Leader, execution: Execution) -> None:
+    Leader.objects.filter(pk=leader.pk, copied_through__lt=execution.pk).update(copied_through=execution.pk)
+
+
 def _copy_execution(execution: Execution) -> int:
     leader = execution.account.leader
     instrument = execution.instrument
@@ -297,6 +323,7 @@ def _copy_execution(execution: Execution) -> int:
     follows = list(Follow.objects.filter(leader=leader, created_at__lt=execution.created_at)
                    .exclude(status=Follow.Status.STOPPED).order_by("pk"))
     if not follows:
+        _mark_copied(leader, execution)
         return 0
     now = timezone.now()
     skipped: list[tuple[Follow, str, str, int, bool]] = []  # follow, reason, side, qty, reduce_only
@@ -346,6 +373,7 @@ def _copy_execution(execution: Execution) -> int:
             rows.append((follow.pk, execution.pk, order.reduce_only, result.order_pk, order.side, order.qty, status,
                          result.reason[:200], now))
         persistence.insert_ignoring_duplicates("copytrade_copiedorder", COPIED_ORDER_COLUMNS, rows)
+        _mark_copied(leader, execution)
     _protect_positions(execution, request_follows, results, instrument)
     return sum(1 for r in results if r.order_pk)
 

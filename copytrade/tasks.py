@@ -10,6 +10,11 @@ def fan_out(execution_ids: list[int]) -> None:
 
 
 @shared_task(acks_late=True)
+def copy_missed_executions() -> int:
+    return services.copy_missed_executions()
+
+
+@shared_task(acks_late=True)
 def record_leader_stats(execution_ids: list[int]) -> None:
     services.record_leader_executions(execution_ids=execution_ids)
 

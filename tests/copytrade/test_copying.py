@@ -216,3 +216,28 @@ def test_following_can_open_the_leaders_current_positions_at_market(engine, mark
     follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000), copy_open_positions=True)
     settle(engine)
     assert copy_position(follow) == 1_000_000
+
+
+def test_a_leader_fill_the_engine_never_announced_is_copied_by_the_catch_up(engine, market, make_trader):
+    """The engine may stop between committing a leader's fill and announcing it: the periodic
+    catch-up copies it, once, and brings the leader's statistics up to date."""
+    from datetime import timedelta
+    from unittest import mock
+
+    from copytrade.models import LeaderStats
+
+    leader = leader_account(make_trader)
+    follower = make_trader(usdt="150000", xbt="0")
+    follow = services.follow(user=follower.user, leader=leader, amount=D(100000))
+    with mock.patch("copytrade.hooks.leader_accounts", return_value=frozenset()):  # the announcement is lost
+        trade(engine, leader.account, "Buy", 10_000_000)
+    assert copy_position(follow) == 0
+    assert services.copy_missed_executions(older_than=timedelta(0)) == 1
+    settle(engine)
+    assert copy_position(follow) == 1_000_000
+    assert services.copy_missed_executions(older_than=timedelta(0)) == 0  # once
+    stats = LeaderStats.objects.get(leader=leader)
+    assert stats.last_execution_id == leader.account.executions.latest("pk").pk
+    trade(engine, leader.account, "Buy", 10_000_000)  # announced as usual: nothing left to catch up
+    assert copy_position(follow) == 2_000_000
+    assert services.copy_missed_executions(older_than=timedelta(0)) == 0
