@@ -216,6 +216,7 @@ class Engine:
         self.states: dict[int, SymbolState] = {}
         self.by_symbol: dict[str, SymbolState] = {}
         self.last_sweep = 0.0
+        self.suspects: set[tuple[str, int]] = set()  # the entries of the batch that failed last
         self.stale = True  # the books do not match the database until rebuild()
 
     # ---------- start and recovery ----------
@@ -338,10 +339,47 @@ class Engine:
         if acks:
             self.apply_batch(entries, waiting, acks)
 
-    def apply_batch(self, entries: list[tuple[str, int]], waiting: set, acks: dict) -> None:
-        batch = self.prepare(entries, waiting)
+    def apply_batch(self, entries: list[tuple[str, int]], waiting: set, acks: dict | None) -> None:
+        """Applies, commits and acknowledges a batch. The entries of a batch that failed come again
+        after the rebuild; then each is applied on its own, and one that fails again is rejected,
+        so that one bad entry never stops the engine."""
+        if self.suspects.isdisjoint(entries):
+            try:
+                batch = self.prepare(entries, waiting)
+                self.commit(batch)
+            except Exception:
+                self.suspects = set(entries)
+                raise
+            self.after_commit(batch, acks)
+            return
+        for entry in entries:
+            try:
+                batch = self.prepare([entry], waiting)
+                self.commit(batch)
+            except Exception:
+                log.exception("%s %s cannot be applied: it is rejected", *entry)
+                self.rebuild()
+                batch = self.reject_entry(*entry)
+            self.suspects.discard(entry)
+            self.after_commit(batch)
+        self.after_commit(Batch(), acks)
+
+    def reject_entry(self, kind: str, pk: int) -> Batch:
+        """Rejects a pending order or command that the engine cannot apply, releasing its margin."""
+        batch = Batch()
+        reason = "Rejected: the engine could not apply it (an error is logged)"
+        instruments = list(self.states)
+        if kind == "order":
+            for order in LiveOrder.from_rows(persistence.pending_orders([pk], instruments, LIVE_ORDER_FIELDS)):
+                self._close(self.states[order.instrument_id], order, batch, OrdStatus.REJECTED, reason, rejected=True)
+                batch.applied.append(("order", pk))
+        else:
+            for row in persistence.pending_commands([pk], instruments):
+                command = Command(*row)
+                self._reject_command(self.states[command.instrument_id], command, batch, reason)
+                batch.applied.append(("command", pk))
         self.commit(batch)
-        self.after_commit(batch, acks)
+        return batch
 
     def sweep(self) -> None:
         """Applies stored orders and commands whose stream entry never arrived (lost or Redis restarted)."""
@@ -361,7 +399,7 @@ class Engine:
         stored += [(at, "command", pk) for pk, at in commands.order_by("pk").values_list("pk", "created_at")[:self.batch_size]]
         entries = [(kind, pk) for _, kind, pk in sorted(stored)][:self.batch_size]
         if entries:
-            self.apply_entries(entries)
+            self.apply_batch(entries, set(), None)
         return len(entries)
 
     # ---------- a batch ----------

@@ -431,3 +431,30 @@ def test_the_any_lookup_matches_the_in_lookup(make_trader):
         list(Balance.objects.filter(account_id__any=ids[0]))
     assert Balance.objects.filter(asset_id__any=["USDT", "XBT"]).count() == Balance.objects.filter(
         asset_id__in=["USDT", "XBT"]).count()
+
+
+def test_an_order_the_engine_cannot_apply_is_rejected_and_the_others_go_on(engine, make_trader, settings):
+    """One bad entry must not stop the engine: its batch fails, comes again entry by entry, and the
+    entry that fails again is rejected with its margin released."""
+    import time
+    from unittest import mock
+
+    a, b, c = make_trader(), make_trader(), make_trader()
+    ask = submit(a, side="Sell", order_qty=1_000_000, price="50000")
+    bad = submit(c, side="Buy", order_qty=1_000_000, price="49000")
+    bid = submit(b, side="Buy", order_qty=1_000_000, price="50000")
+    settings.ENGINE_SWEEP_SECONDS = 0
+    apply_new_order = engine.apply_new_order
+
+    def poisoned(state, order, batch):
+        if order.pk == bad.pk:
+            raise RuntimeError("a bug")
+        apply_new_order(state, order, batch)
+
+    deadline = time.monotonic() + 20
+    with mock.patch.object(engine, "apply_new_order", poisoned):
+        engine.run(stop=lambda: fresh(bad).ord_status != OrdStatus.PENDING_NEW or time.monotonic() > deadline)
+    bad = fresh(bad)
+    assert bad.ord_status == OrdStatus.REJECTED and "could not apply" in bad.ord_rej_reason
+    assert bad.margin_reserved == 0 and balance(c).order_margin == 0
+    assert fresh(ask).ord_status == fresh(bid).ord_status == OrdStatus.FILLED
