@@ -12,6 +12,7 @@ from accounts.services import main_account, post_transaction, transfer
 from copytrade import calculations, hooks, selectors
 from copytrade.models import CopiedOrder, Follow, Leader, LeaderDay, LeaderStats, ProfitShareSettlement
 from matching import persistence
+from matching import selectors as trading_selectors
 from matching.contracts import ContractTerms
 from matching.models import OPEN_STATUSES, Execution, Instrument, Order, OrdType, Position, Side, TimeInForce
 from matching.services import BulkOrder, cancel_orders, submit_orders_bulk
@@ -340,10 +341,7 @@ def _copy_execution(execution: Execution) -> int:
             candidates.append(follow)
     accounts = [f.account_id for f in candidates]
     equities = selectors.equities(account_ids=[*accounts, leader.account_id], asset=asset)
-    positions, leverages = {}, {}
-    for account_id, qty, leverage in (Position.objects.filter(instrument=instrument, account_id__any=accounts)
-                                      .values_list("account_id", "current_qty", "leverage")):
-        positions[account_id], leverages[account_id] = qty, leverage
+    positions, leverages = trading_selectors.positions_and_leverages(instrument=instrument, account_ids=accounts)
     sign = 1 if execution.side == Side.BUY else -1
     fill = calculations.LeaderFill(side=execution.side, qty=execution.last_qty, price=execution.last_px,
                                    position_before=execution.position_qty - sign * execution.last_qty,
@@ -448,7 +446,7 @@ def _protect_positions(execution: Execution, request_follows, results, instrumen
 def _replace_protection(orders: list[BulkOrder], instrument: Instrument) -> None:
     accounts = {o.account_id for o in orders}
     stale = list(Order.objects.select_related("instrument").filter(
-        account_id__in=accounts, instrument=instrument, ord_status__in=OPEN_STATUSES)
+        account_id__any=list(accounts), instrument=instrument, ord_status__in=OPEN_STATUSES)
         .filter(Q(cl_ord_id__startswith="tp") | Q(cl_ord_id__startswith="sl")))
     if stale:
         cancel_orders(orders=stale, text="Canceled: replaced by a new take-profit/stop-loss", wait=0)

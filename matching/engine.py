@@ -404,13 +404,6 @@ class Engine:
 
     # ---------- a batch ----------
 
-    def apply_entries(self, entries: list[tuple[str, int]], waiting: set = frozenset()) -> Batch:
-        """Applies entries in order and commits their effects before it returns."""
-        batch = self.prepare(entries, waiting)
-        self.commit(batch)
-        self.after_commit(batch)
-        return batch
-
     def prepare(self, entries: list[tuple[str, int]], waiting: set = frozenset()) -> Batch:
         """Applies entries to the books in memory; the batch holds everything to write."""
         batch = Batch(waiting=waiting)

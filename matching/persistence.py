@@ -100,8 +100,8 @@ def update_rows(table: str, columns, rows) -> None:
 
 
 class BatchWrite(NamedTuple):
-    """What one engine batch writes, as plain values: a snapshot taken when the batch is matched,
-    so nothing here refers to the books or to objects a later batch changes."""
+    """What one engine batch writes, as plain values taken from the engine's memory when the batch
+    is committed: writing it needs nothing of the engine or its books."""
 
     orders: list  # ORDER_COLUMNS rows
     executions: list  # ExecutionRow

@@ -106,10 +106,9 @@ def publish_batch(sender, batch, engine, **kwargs) -> None:
 
 def _publish_market(engine, batch, send) -> None:
     trades: dict[int, list] = {}
-    stamps: dict = {}  # a batch's executions share one time: format it once
+    stamp = rows.iso(batch.now)  # the time of all the batch's executions
     for row in batch.executions:
         if row.last_liquidity_ind == "RemovedLiquidity":  # the taker's side is the public trade
-            stamp = stamps.get(row.created_at) or stamps.setdefault(row.created_at, rows.iso(row.created_at))
             trades.setdefault(row.instrument_id, []).append({
                 "timestamp": stamp, "side": row.side, "size": row.last_qty,
                 "price": rows.number(row.last_px), "trdMatchID": str(row.trd_match_id)})

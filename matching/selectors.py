@@ -15,6 +15,16 @@ from matching import contracts
 from matching.models import OPEN_STATUSES, Execution, Instrument, Order, OrdStatus, Position, Side
 
 
+def positions_and_leverages(*, instrument, account_ids) -> tuple[dict[int, int], dict[int, Decimal]]:
+    """Each account's position quantity and leverage on the instrument (accounts without a position
+    are absent from both)."""
+    positions, leverages = {}, {}
+    for account_id, qty, leverage in (Position.objects.filter(instrument=instrument, account_id__any=list(account_ids))
+                                      .values_list("account_id", "current_qty", "leverage")):
+        positions[account_id], leverages[account_id] = qty, leverage
+    return positions, leverages
+
+
 def engine_positions(instrument_pk: int):
     """(account_id, qty, entry_value, realized_pnl, cum_realized_pnl, opened_at) of every position with history."""
     return (Position.objects.filter(instrument_id=instrument_pk)

@@ -482,10 +482,7 @@ def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder]) -
         accounts = sorted({o.account_id for o in orders})
         balances = persistence.lock_balance_rows([(a, asset) for a in accounts])  # before the clOrdID check
         existing = persistence.existing_cl_ord_ids([(o.account_id, o.cl_ord_id) for o in orders])
-        positions, leverages = {}, {}
-        for account_id, qty, leverage in (Position.objects.filter(instrument=instrument, account_id__any=accounts)
-                                          .values_list("account_id", "current_qty", "leverage")):
-            positions[account_id], leverages[account_id] = qty, leverage
+        positions, leverages = selectors.positions_and_leverages(instrument=instrument, account_ids=accounts)
         unrealized = selectors.unrealized_pnl_by_account(account_ids=accounts, asset_code=asset)
         default_leverage = min(settings.DEFAULT_LEVERAGE, instrument.max_leverage)
         results, rows, reserved = [], [], {}
