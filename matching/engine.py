@@ -31,7 +31,7 @@ from matching.models import (
     Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce,
 )
 from matching import persistence, selectors
-from matching.ids import fast_uuid4
+from matching.ids import fast_uuid4_text
 from matching.persistence import BatchWrite, ExecutionRow
 from matching.signals import batch_committed
 
@@ -145,6 +145,7 @@ class Batch:
 
     orders: dict = field(default_factory=dict)  # pk -> LiveOrder
     now: object = field(default_factory=timezone.now)  # the time of the batch's executions
+    stamp: str = ""  # now as ISO text: COPY writes it as it is, where it formats a datetime per row
     executions: list = field(default_factory=list)  # persistence.ExecutionRow
     touched_books: set = field(default_factory=set)  # instruments whose book changed
     execution_ids: list = field(default_factory=list)  # filled in when written
@@ -159,6 +160,9 @@ class Batch:
     instruments: set = field(default_factory=set)  # where something traded
     applied: list = field(default_factory=list)  # ("order" | "command", pk) applied by this batch
     waiting: set = field(default_factory=set)  # the applied entries whose requests wait for a reply
+
+    def __post_init__(self):
+        self.stamp = self.now.isoformat()
 
     def balance(self, account_id: int, asset: str) -> list:
         return self.balances.setdefault((account_id, asset), [Decimal(0), Decimal(0), Decimal(0)])
@@ -580,7 +584,7 @@ class Engine:
               batch: Batch) -> None:
         """Both sides of one match: orders, margin, positions, an execution each, and one ledger transaction."""
         now = batch.now
-        match_id = fast_uuid4()
+        match_id = fast_uuid4_text()
         instrument = state.instrument
         asset = state.asset
         for order, liquidity, rate in ((maker, ADDED, instrument.maker_fee), (taker, REMOVED, instrument.taker_fee)):
@@ -608,7 +612,7 @@ class Engine:
             position.cum_realized_pnl += change.realized_pnl
             batch.positions[(instrument.pk, order.account_id)] = position
             fee = contracts.fee(qty, price, rate, state.terms)
-            exec_id = fast_uuid4()
+            exec_id = fast_uuid4_text()
             reference = f"execution:{exec_id}"
             if fee:
                 self._post(batch, FEE, reference, asset, order.account_id, -fee, self.fees_account_id)
@@ -617,7 +621,8 @@ class Engine:
                            self.clearing_account_id)
             batch.executions.append(ExecutionRow(
                 exec_id, order.pk, order.account_id, instrument.pk, match_id, order.side, qty, price, "Trade", liquidity,
-                rate, fee, change.realized_pnl, order.leaves_qty, order.cum_qty, order.ord_status, position.qty, now))
+                rate, fee, change.realized_pnl, order.leaves_qty, order.cum_qty, order.ord_status, position.qty,
+                batch.stamp))
         state.last_price = price
         batch.instruments.add(instrument.pk)
 

@@ -9,6 +9,7 @@ SUBSCRIBED_ACCOUNTS, kept by the consumers), so a batch of 10,000 orders costs a
 import asyncio
 import logging
 import threading
+import time
 from functools import lru_cache
 
 import redis
@@ -48,13 +49,17 @@ def level_changes(previous: dict, bids, asks, tick, lot: int) -> tuple[dict, lis
 class Publisher:
     """Sends messages from one background event loop, in the order given, so that the engine never
     waits for the channel layer. Market data is best effort (the database has everything): when
-    the layer falls behind by MAX_QUEUED messages, new ones are dropped with a warning."""
+    the layer falls behind by MAX_QUEUED messages, new ones are dropped, with one warning per
+    WARN_EVERY seconds that counts them (a stalled layer would otherwise log every message)."""
 
     MAX_QUEUED = 10_000
+    WARN_EVERY = 10.0
 
     def __init__(self):
         self.loop = asyncio.new_event_loop()
         self.queue: asyncio.Queue | None = None
+        self.dropped = 0  # since the last warning
+        self.warned_at = float("-inf")
         started = threading.Event()
         threading.Thread(target=self._run, args=(started,), name="publisher", daemon=True).start()
         started.wait()
@@ -78,7 +83,11 @@ class Publisher:
 
     def send(self, layer, group: str, message: dict) -> None:
         if self.queue.qsize() >= self.MAX_QUEUED:
-            log.warning("the channel layer is behind: a message to %s is dropped", group)
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self.warned_at >= self.WARN_EVERY:
+                log.warning("the channel layer is behind: %d message(s) dropped, the last to %s", self.dropped, group)
+                self.dropped, self.warned_at = 0, now
             return
         self.loop.call_soon_threadsafe(self.queue.put_nowait, (layer, group, message))
 

@@ -71,3 +71,17 @@ def test_accounts_with_a_live_connection_get_their_changes(engine, make_trader, 
     settle(engine)
     (message,) = receive_all(channel)
     assert message["orders"] == [order.pk] and message["executions"] == []
+
+
+def test_a_stalled_layer_drops_messages_with_one_counted_warning_per_interval(caplog, monkeypatch):
+    publisher = publish.Publisher()
+    monkeypatch.setattr(publisher, "MAX_QUEUED", 0)  # the layer is behind from the start
+    clock = iter([100.0, 101.0, 102.0, 111.0, 112.0])
+    monkeypatch.setattr(publish.time, "monotonic", lambda: next(clock))
+    with caplog.at_level("WARNING", logger="matching.publish"):
+        for i in range(5):
+            publisher.send(None, f"market.X{i}", {})
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == ["the channel layer is behind: 1 message(s) dropped, the last to market.X0",
+                        "the channel layer is behind: 3 message(s) dropped, the last to market.X3"]
+    assert publisher.dropped == 1  # the fifth, counted for the next warning
