@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Context, Decimal, localcontext
+from typing import NamedTuple
 
 from matching.contracts import ContractTerms
 
@@ -32,8 +33,7 @@ class LeaderFill:
     equity: Decimal             # leader's account equity (settlement currency), > 0 for proportional sizing
 
 
-@dataclass(frozen=True)
-class FollowTerms:
+class FollowTerms(NamedTuple):  # a tuple: ten thousand are built per fan-out
     follow_id: int
     mode: str                   # "proportional" | "fixed_ratio" | "fixed_notional"
     ratio: Decimal              # fixed_ratio multiplier (ignored otherwise)

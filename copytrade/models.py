@@ -96,10 +96,14 @@ class CopiedOrder(models.Model):
         PLACED = "placed"
         SKIPPED = "skipped"
 
-    follow = models.ForeignKey(Follow, on_delete=models.CASCADE, related_name="copied_orders", db_index=False)
-    leader_execution = models.ForeignKey(Execution, on_delete=models.PROTECT, related_name="+", db_index=False)
+    # no foreign-key constraints (as on orders): check_ledger reports any dangling reference
+    follow = models.ForeignKey(Follow, on_delete=models.CASCADE, related_name="copied_orders", db_index=False,
+                               db_constraint=False)
+    leader_execution = models.ForeignKey(Execution, on_delete=models.PROTECT, related_name="+", db_index=False,
+                                         db_constraint=False)
     reduce_only = models.BooleanField(default=False)
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False,
+                              db_constraint=False)
     side = models.CharField(max_length=4)
     qty = models.BigIntegerField()
     status = models.CharField(max_length=10, choices=Status.choices)

@@ -1,11 +1,13 @@
 """Reads of leaders, follows, copied orders and leader statistics."""
 from datetime import timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from accounts.models import Balance, LedgerEntry
+from accounts.models import LedgerEntry
+from config.rawsql import fetch_all
 from copytrade import calculations
 from copytrade.models import CopiedOrder, Follow, Leader, LeaderDay, LeaderStats, ProfitShareSettlement
 from matching.models import Position
@@ -17,9 +19,37 @@ NET_PNL_KINDS = (LedgerEntry.Kind.REALIZED_PNL, LedgerEntry.Kind.FEE, LedgerEntr
 
 def equities(*, account_ids, asset: str) -> dict[int, Decimal]:
     """Wallet balance plus unrealized PnL, per account, in one asset."""
-    wallets = dict(Balance.objects.filter(account_id__any=list(account_ids), asset_id=asset).values_list("account_id", "amount"))
+    wallets = dict(fetch_all("SELECT account_id, amount FROM accounts_balance "
+                             "WHERE account_id = ANY(%b::bigint[]) AND asset_id = %b", [list(account_ids), asset]))
     unrealized = unrealized_pnl_by_account(account_ids=account_ids, asset_code=asset)
     return {a: wallets.get(a, Decimal(0)) + unrealized.get(a, Decimal(0)) for a in account_ids}
+
+
+class CopyingFollow(NamedTuple):
+    """What copying a leader's trade reads of a follow, as a plain row: a fan-out reads ten
+    thousand, and model instances cost it a third of a second."""
+
+    pk: int
+    account_id: int
+    asset_id: str
+    status: str
+    sizing: str
+    ratio: Decimal
+    fixed_notional: Decimal
+    max_order_notional: Decimal | None
+    max_position_notional: Decimal | None
+    leverage: Decimal | None
+    symbols: list
+    slippage: Decimal
+    take_profit: Decimal | None
+    stop_loss: Decimal | None
+
+
+def follows_to_copy(*, leader: Leader, followed_before) -> list[CopyingFollow]:
+    """The leader's live follows that started before the trade, in primary-key order."""
+    rows = (Follow.objects.filter(leader=leader, created_at__lt=followed_before).exclude(status=Follow.Status.STOPPED)
+            .order_by("pk").values_list(*CopyingFollow._fields))
+    return [CopyingFollow(*row) for row in rows]
 
 
 def copy_realized_pnl(*, follow: Follow) -> Decimal:

@@ -321,8 +321,7 @@ def _copy_execution(execution: Execution) -> int:
     leader = execution.account.leader
     instrument = execution.instrument
     asset = instrument.settle_asset_id
-    follows = list(Follow.objects.filter(leader=leader, created_at__lt=execution.created_at)
-                   .exclude(status=Follow.Status.STOPPED).order_by("pk"))
+    follows = selectors.follows_to_copy(leader=leader, followed_before=execution.created_at)
     if not follows:
         _mark_copied(leader, execution)
         return 0
@@ -381,7 +380,8 @@ COPIED_ORDER_COLUMNS = [("follow_id", "bigint"), ("leader_execution_id", "bigint
                         ("reason", "text"), ("created_at", "timestamptz")]
 
 
-def _copy_request(execution: Execution, follow: Follow, order, instrument: Instrument) -> BulkOrder:
+def _copy_request(execution: Execution, follow: selectors.CopyingFollow, order,
+                  instrument: Instrument) -> BulkOrder:
     """An opening copy is an IOC limit bounded by the leader's price ± the follower's slippage;
     a reduction is a reduce-only market order, so the copy never keeps what the leader closed."""
     cl_ord_id = f"cp{execution.pk}-{follow.pk}{'r' if order.reduce_only else 'o'}"
@@ -402,17 +402,18 @@ def slippage_bound(price: Decimal, side: str, slippage: Decimal, tick: Decimal) 
     return max((price * (1 - slippage) / tick).to_integral_value(ROUND_CEILING), 1) * tick
 
 
-def _align_leverage(execution: Execution, follows: list[Follow], instrument: Instrument,
+def _align_leverage(execution: Execution, follows: list[selectors.CopyingFollow], instrument: Instrument,
                     current: dict[int, Decimal]) -> None:
     """Followers' flat positions take the follow's fixed leverage, or the leader's; only positions
     whose leverage differs (or that do not exist yet) are written."""
     leader_leverage = (Position.objects.filter(account_id=execution.account_id, instrument=instrument)
                        .values_list("leverage", flat=True).first())
     rows = []
+    max_leverage = instrument.max_leverage
     for follow in follows:
         leverage = follow.leverage or leader_leverage
         if leverage:
-            leverage = min(leverage, instrument.max_leverage)
+            leverage = min(leverage, max_leverage)
             if current.get(follow.account_id) != leverage:
                 rows.append((follow.account_id, instrument.pk, leverage))
     persistence.set_flat_position_leverage(sorted(rows))  # in the engine's lock order: no deadlock

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 ADDED, REMOVED = Execution.Liquidity.ADDED.value, Execution.Liquidity.REMOVED.value
 FEE, REALIZED_PNL = LedgerEntry.Kind.FEE.value, LedgerEntry.Kind.REALIZED_PNL.value
+ZERO = Decimal(0)
+# While the streams still hold entries the sweep waits: an order stored seconds ago may simply be
+# queued behind a long fan-out, and the stream brings it anyway. A lost entry waits at most this long.
+MAX_SWEEP_INTERVAL = 10.0
 TIF_CODES = {TimeInForce.GOOD_TILL_CANCEL: GTC, TimeInForce.IMMEDIATE_OR_CANCEL: IOC, TimeInForce.FILL_OR_KILL: FOK}
 CANCEL_TEXT = {
     CR_USER: "Canceled: Cancel from user",
@@ -165,7 +169,10 @@ class Batch:
         self.stamp = self.now.isoformat()
 
     def balance(self, account_id: int, asset: str) -> list:
-        return self.balances.setdefault((account_id, asset), [Decimal(0), Decimal(0), Decimal(0)])
+        deltas = self.balances.get((account_id, asset))
+        if deltas is None:  # not setdefault: its default list would be built on every call
+            deltas = self.balances[(account_id, asset)] = [ZERO, ZERO, ZERO]
+        return deltas
 
 
 class SymbolState:
@@ -314,7 +321,9 @@ class Engine:
         keys = {streams.stream_key(symbol): ">" for symbol in self.by_symbol}
         read = streams.read_entries(self.consumer, keys, self.batch_size, self.block_ms)
         self.apply_stream_entries(read)
-        if len(read) < self.batch_size and time.monotonic() - self.last_sweep > 1.0:
+        since_sweep = time.monotonic() - self.last_sweep
+        if len(read) < self.batch_size and since_sweep > 1.0 and (
+                since_sweep > MAX_SWEEP_INTERVAL or streams.unread(list(keys)) == 0):
             self.sweep()
         return len(read)
 
@@ -606,7 +615,7 @@ class Engine:
             change = contracts.apply_fill(position.qty, position.entry_value, order.sign * qty, price, state.terms)
             if position.qty == 0 or change.qty == 0 or (position.qty > 0) != (change.qty > 0):
                 position.opened_at = now if change.qty else None
-                position.realized_pnl = Decimal(0)
+                position.realized_pnl = ZERO
             position.qty, position.entry_value = change.qty, change.entry_value
             position.realized_pnl += change.realized_pnl
             position.cum_realized_pnl += change.realized_pnl
@@ -633,7 +642,7 @@ class Engine:
         batch.ledger.append((account_id, asset, amount, kind, reference))
         batch.balance(account_id, asset)[0] += amount
         key = (system_account_id, asset, kind)
-        batch.system_ledger[key] = batch.system_ledger.get(key, Decimal(0)) - amount
+        batch.system_ledger[key] = batch.system_ledger.get(key, ZERO) - amount
         batch.balance(system_account_id, asset)[0] -= amount
 
     def _after_trades(self, state: SymbolState, batch: Batch) -> None:

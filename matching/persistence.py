@@ -8,11 +8,11 @@ cannot deadlock with the engine.
 from decimal import Decimal
 from typing import NamedTuple
 
-import psycopg
-from django.db import connection
 from django.utils import timezone
 
+from config.rawsql import raw_cursor
 from matching import contracts
+
 
 class ExecutionRow(NamedTuple):
     """One side of a fill, as the engine builds it and COPY writes it. Ids and the time are text
@@ -48,13 +48,6 @@ ORDER_COLUMNS = [
 ]  # BatchWrite.orders rows hold all but the last
 LEDGER_COLUMNS = [("transaction_id", "bigint"), ("account_id", "bigint"), ("asset_id", "text"),
                   ("amount", "numeric"), ("kind", "text"), ("reference", "text")]
-
-
-def raw_cursor():
-    """A cursor of the connection Django's transaction runs on, sending parameters in binary:
-    arrays of thousands of values cost far less to send that way than as quoted text."""
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
 
 
 def _arrays(columns, rows) -> tuple[str, list]:
@@ -230,7 +223,7 @@ def pending_orders(pks: list[int], instrument_pks: list[int], fields) -> list[tu
         return []
     columns = ", ".join("id" if name == "pk" else name for name in fields)
     with raw_cursor() as cursor:
-        cursor.execute(f"SELECT instrument_id, ord_status, {columns} FROM matching_order WHERE id = ANY(%b)",
+        cursor.execute(f"SELECT instrument_id, ord_status, {columns} FROM matching_order WHERE id = ANY(%b::bigint[])",
                        [pks], binary=True, prepare=False)
         instruments = set(instrument_pks)
         return [row[2:] for row in cursor.fetchall() if row[1] == "PendingNew" and row[0] in instruments]
@@ -245,7 +238,7 @@ def pending_commands(pks: list[int], instrument_pks: list[int]) -> list[tuple]:
         cursor.execute("SELECT c.status, c.id, c.kind, c.order_id, o.instrument_id, o.account_id, o.ord_status, c.new_price, "
                        "c.new_stop_px, c.new_leaves_qty, c.margin_delta, c.new_margin, c.text "
                        "FROM matching_ordercommand c JOIN matching_order o ON o.id = c.order_id "
-                       "WHERE c.id = ANY(%b)", [pks], binary=True, prepare=False)
+                       "WHERE c.id = ANY(%b::bigint[])", [pks], binary=True, prepare=False)
         instruments = set(instrument_pks)
         return [row[1:] for row in cursor.fetchall() if row[0] == "pending" and row[4] in instruments]
 

@@ -50,6 +50,14 @@ def read_entries(consumer: str, keys: dict[str, str], count: int, block: int | N
     return entries
 
 
+def unread(keys: list[str]) -> int:
+    """How many entries the streams hold: an applied entry is deleted, so these are still to come."""
+    pipe = client().pipeline(transaction=False)
+    for key in keys:
+        pipe.xlen(key)
+    return sum(pipe.execute())
+
+
 def stream_key(symbol: str) -> str:
     return f"{settings.ENGINE_STREAM_PREFIX}:{symbol}"
 

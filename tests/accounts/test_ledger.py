@@ -149,7 +149,8 @@ def test_check_ledger_reports_an_entry_that_breaks_the_sum(make_trader):
 
 @pytest.mark.django_db
 def test_check_ledger_reports_references_that_do_not_resolve(make_trader):
-    """Ledger entries and executions carry no foreign-key constraints; the audit checks them instead."""
+    """Ledger entries, executions, orders and copied orders carry no foreign-key constraints; the
+    audit checks them instead."""
     from matching.selectors import book_problems
 
     account = make_trader(usdt="100", xbt="0")
@@ -162,13 +163,26 @@ def test_check_ledger_reports_references_that_do_not_resolve(make_trader):
                        "(SELECT MIN(id) FROM matching_instrument), gen_random_uuid(), 'Buy', 1, 1, 'Trade', "
                        "'AddedLiquidity', 0, 0, 0, 0, 1, 'Filled', 1, now()) RETURNING id", [account.pk])
         (execution_id,) = cursor.fetchone()
+        cursor.execute("INSERT INTO matching_order (order_id, account_id, instrument_id, cl_ord_id, side, ord_type, "
+                       "time_in_force, exec_inst, order_qty, leaves_qty, margin_reserved, text, created_at, updated_at) "
+                       "VALUES (gen_random_uuid(), -5, -9, '', 'Buy', 'Limit', 'GoodTillCancel', '', 1, 0, 0, '', now(), "
+                       "now()) RETURNING id")
+        (order_id,) = cursor.fetchone()
+        cursor.execute("INSERT INTO copytrade_copiedorder (follow_id, leader_execution_id, reduce_only, order_id, side, "
+                       "qty, status, reason, created_at) VALUES (-3, %s, FALSE, NULL, 'Buy', 1, 'skipped', '', now()) "
+                       "RETURNING id", [execution_id])
+        (copied_id,) = cursor.fetchone()
     problems = book_problems()
     assert f"ledger entry {entry.pk} names a missing transaction -1" in problems
-    assert f"execution {execution_id} names a missing order -7" in problems
+    assert f"execution {execution_id} names a missing order_id -7" in problems
+    assert f"order {order_id} names a missing account_id -5" in problems
+    assert f"copied order {copied_id} names a missing follow_id -3" in problems
     with pytest.raises(CommandError):
         call_command("check_ledger")
     with connection.cursor() as cursor:
         cursor.execute("UPDATE accounts_ledgerentry SET transaction_id = %s WHERE id = %s",
                        [entry.transaction_id, entry.pk])
+        cursor.execute("DELETE FROM copytrade_copiedorder WHERE id = %s", [copied_id])
+        cursor.execute("DELETE FROM matching_order WHERE id = %s", [order_id])
         cursor.execute("DELETE FROM matching_execution WHERE id = %s", [execution_id])
     assert book_problems() == []

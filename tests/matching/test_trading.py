@@ -1,5 +1,6 @@
 """The trading core end to end in one process: submit through services, apply with the engine,
 read orders, executions, positions and balances. Every test ends with check_ledger clean."""
+import time
 from decimal import Decimal as D
 
 import pytest
@@ -324,6 +325,25 @@ def test_orders_whose_stream_entry_was_lost_are_applied_by_the_sweep(engine, mak
     assert fresh(ask).ord_status == fresh(bid).ord_status == OrdStatus.FILLED
 
 
+def test_the_sweep_waits_while_the_stream_still_holds_entries(engine, make_trader, settings, monkeypatch):
+    """An order stored seconds ago may be queued behind a long fan-out: the stream brings it, and the
+    sweep leaves it alone, except as a last resort after MAX_SWEEP_INTERVAL."""
+    from matching import engine as engine_module, streams
+
+    settings.ENGINE_SWEEP_SECONDS = 0
+    a = make_trader()
+    order = submit(a, side="Buy", order_qty=1_000_000, price="40000", wait=0)
+    streams.send_commands(LIN, [("order", order.pk)])  # its entry (on commit, which a test never reaches)
+    monkeypatch.setattr(streams, "read_entries", lambda *args, **kwargs: [])  # read before it arrived
+    engine.last_sweep = time.monotonic() - 5
+    engine.step()
+    assert fresh(order).ord_status == OrdStatus.PENDING_NEW
+    monkeypatch.setattr(engine_module, "MAX_SWEEP_INTERVAL", 0)
+    engine.last_sweep = 0
+    engine.step()
+    assert fresh(order).ord_status == OrdStatus.NEW
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_orders_at_once_cannot_both_reserve_the_same_margin(engine_streams, make_trader):
     import threading
@@ -424,6 +444,8 @@ def test_the_any_lookup_matches_the_in_lookup(make_trader):
         by_any = sorted(Balance.objects.filter(account_id__any=ids).values_list("pk", flat=True))
     assert by_any == sorted(Balance.objects.filter(account_id__in=ids).values_list("pk", flat=True))
     assert len(by_any) == 4 and "= ANY(" in queries[0]["sql"]
+    # cast to the column's type (not the driver's int2[]), so PostgreSQL can hash a long list
+    assert queries[0]["sql"].endswith("::bigint[])")
     assert list(Balance.objects.filter(account_id__any=[])) == []
     accounts = list(Account.objects.filter(pk__in=ids))
     assert sorted(Balance.objects.filter(account__any=accounts).values_list("pk", flat=True)) == by_any
