@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 ADDED, REMOVED = Execution.Liquidity.ADDED.value, Execution.Liquidity.REMOVED.value
 FEE, REALIZED_PNL = LedgerEntry.Kind.FEE.value, LedgerEntry.Kind.REALIZED_PNL.value
 ZERO = Decimal(0)
+FILLED, PARTIALLY_FILLED = OrdStatus.FILLED.value, OrdStatus.PARTIALLY_FILLED.value
 # While the streams still hold entries the sweep waits: an order stored seconds ago may simply be
 # queued behind a long fan-out, and the stream brings it anyway. A lost entry waits at most this long.
 MAX_SWEEP_INTERVAL = 10.0
@@ -180,6 +181,8 @@ class SymbolState:
 
     def __init__(self, instrument: Instrument):
         self.instrument = instrument
+        self.pk = instrument.pk  # a model's .pk is a method call; the fill path reads it several times
+        self.fees = (instrument.maker_fee, instrument.taker_fee)
         self.terms = instrument.terms
         self.asset = instrument.settle_asset_id
         self.unit = self.terms.settle_places
@@ -189,6 +192,7 @@ class SymbolState:
         self.reduce_only: set[int] = set()  # pks of resting reduce-only orders, checked after every trade
         self.positions: dict[int, LivePosition] = {}
         self.last_price: Decimal | None = instrument.last_price
+        self.triggers_checked_at = object()  # the last price every conditional order was checked against
         self.next_priority = 1
         self.published_levels: dict = {}  # the L2 last sent on the channel layer (matching.publish)
 
@@ -544,7 +548,7 @@ class Engine:
 
     def _apply_events(self, state: SymbolState, events, batch: Batch) -> None:
         if events:
-            batch.touched_books.add(state.instrument.pk)
+            batch.touched_books.add(state.pk)
         for kind, order_pk, other, price, qty, info in events:
             if kind == EV_FILL:
                 self._fill(state, state.orders[order_pk], state.orders[other], price * state.terms.tick_size,
@@ -594,33 +598,33 @@ class Engine:
         """Both sides of one match: orders, margin, positions, an execution each, and one ledger transaction."""
         now = batch.now
         match_id = fast_uuid4_text()
-        instrument = state.instrument
-        asset = state.asset
-        for order, liquidity, rate in ((maker, ADDED, instrument.maker_fee), (taker, REMOVED, instrument.taker_fee)):
+        instrument_pk, asset, terms = state.pk, state.asset, state.terms
+        maker_fee, taker_fee = state.fees
+        for order, liquidity, rate in ((maker, ADDED, maker_fee), (taker, REMOVED, taker_fee)):
             leaves_before = order.leaves_qty
             order.leaves_qty -= qty
             order.cum_qty += qty
             order.cum_notional += qty * price
             if order.leaves_qty == 0:
-                order.ord_status = OrdStatus.FILLED
+                order.ord_status = FILLED
                 order.working = False
                 release = order.margin_reserved
                 state.orders.pop(order.pk, None)
             else:
-                order.ord_status = OrdStatus.PARTIALLY_FILLED
+                order.ord_status = PARTIALLY_FILLED
                 release = (order.margin_reserved * qty / leaves_before).quantize(state.unit, ROUND_FLOOR)
             self._release_margin(state, order, release, batch)
             batch.orders[order.pk] = order
             position = state.position(order.account_id)
-            change = contracts.apply_fill(position.qty, position.entry_value, order.sign * qty, price, state.terms)
+            change = contracts.apply_fill(position.qty, position.entry_value, order.sign * qty, price, terms)
             if position.qty == 0 or change.qty == 0 or (position.qty > 0) != (change.qty > 0):
                 position.opened_at = now if change.qty else None
                 position.realized_pnl = ZERO
             position.qty, position.entry_value = change.qty, change.entry_value
             position.realized_pnl += change.realized_pnl
             position.cum_realized_pnl += change.realized_pnl
-            batch.positions[(instrument.pk, order.account_id)] = position
-            fee = contracts.fee(qty, price, rate, state.terms)
+            batch.positions[(instrument_pk, order.account_id)] = position
+            fee = contracts.fee(qty, price, rate, terms)
             exec_id = fast_uuid4_text()
             reference = f"execution:{exec_id}"
             if fee:
@@ -629,11 +633,11 @@ class Engine:
                 self._post(batch, REALIZED_PNL, reference, asset, order.account_id, change.realized_pnl,
                            self.clearing_account_id)
             batch.executions.append(ExecutionRow(
-                exec_id, order.pk, order.account_id, instrument.pk, match_id, order.side, qty, price, "Trade", liquidity,
+                exec_id, order.pk, order.account_id, instrument_pk, match_id, order.side, qty, price, "Trade", liquidity,
                 rate, fee, change.realized_pnl, order.leaves_qty, order.cum_qty, order.ord_status, position.qty,
                 batch.stamp))
         state.last_price = price
-        batch.instruments.add(instrument.pk)
+        batch.instruments.add(instrument_pk)
 
     @staticmethod
     def _post(batch: Batch, kind: str, reference: str, asset: str, account_id: int, amount: Decimal,
@@ -646,7 +650,11 @@ class Engine:
         batch.balance(system_account_id, asset)[0] -= amount
 
     def _after_trades(self, state: SymbolState, batch: Batch) -> None:
-        self._check_triggers(state, batch)
+        # Triggers and trailing stops follow the price alone: at an unchanged price there is nothing to
+        # check (a new or amended conditional order is checked on its own), and ten thousand copied
+        # positions' stops are not walked after each of ten thousand copied orders.
+        if state.last_price != state.triggers_checked_at:
+            self._check_triggers(state, batch)
         self._enforce_reduce_only(state, batch)
 
     # ---------- conditional orders ----------
@@ -668,6 +676,7 @@ class Engine:
                     fired.append((abs(price - order.stop_px), order.pk, order))
             if not fired:
                 self._trail(state, batch)
+                state.triggers_checked_at = state.last_price
                 return
             fired.sort(key=lambda item: (-item[0], item[1]))  # crossed first: farthest behind the price
             for _, _, order in fired:

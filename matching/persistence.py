@@ -161,24 +161,40 @@ def _write_balances(balances: dict) -> None:
     changes = sorted((key, d) for key, d in balances.items() if any(d))
     if not changes:
         return
-    keys = [key for key, _ in changes]
-    unnest, params = _arrays([("account_id", "bigint"), ("asset_id", "text")], keys)
+    locked = _lock_balances([key for key, _ in changes])
+    rows = [(locked[key][0], *delta) for key, delta in changes]
+    unnest, params = _arrays([("id", "bigint"), ("amount", "numeric"), ("order_margin", "numeric"),
+                              ("position_margin", "numeric")], rows)
     with raw_cursor() as cursor:
-        cursor.execute(f"INSERT INTO accounts_balance (account_id, asset_id, amount, order_margin, position_margin) "
-                       f"SELECT v.*, 0, 0, 0 FROM {unnest} AS v ON CONFLICT (account_id, asset_id) DO NOTHING",
-                       params)
-        cursor.execute(f"SELECT b.id, b.account_id, b.asset_id FROM accounts_balance b "
-                       f"JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id) "
-                       f"ORDER BY b.id FOR NO KEY UPDATE OF b", params)
-        ids = {(account_id, asset_id): pk for pk, account_id, asset_id in cursor.fetchall()}
-        rows = [(ids[key], *delta) for key, delta in changes]
-        unnest, params = _arrays([("id", "bigint"), ("amount", "numeric"), ("order_margin", "numeric"),
-                                  ("position_margin", "numeric")], rows)
         cursor.execute(f"""UPDATE accounts_balance AS b SET amount = b.amount + v.amount,
                                order_margin = b.order_margin + v.order_margin,
                                position_margin = b.position_margin + v.position_margin
                            FROM {unnest} AS v(id, amount, order_margin, position_margin) WHERE b.id = v.id""",
                        params)
+
+
+def _lock_balances(keys: list[tuple[int, str]]) -> dict[tuple[int, str], tuple]:
+    """Locks the balance rows of (account, asset) keys in primary-key order, creating the missing
+    ones; key -> (id, amount, order margin, position margin). Rows nearly always exist, so they are
+    locked first and only missing keys pay for an insert; a row created meanwhile has a higher key
+    than every row locked before it, so the order holds."""
+    locked: dict[tuple[int, str], tuple] = {}
+    with raw_cursor() as cursor:
+        for attempt in ("lock", "create"):
+            wanted = [key for key in keys if key not in locked]
+            if not wanted:
+                break
+            unnest, params = _arrays([("account_id", "bigint"), ("asset_id", "text")], wanted)
+            if attempt == "create":
+                cursor.execute(f"INSERT INTO accounts_balance (account_id, asset_id, amount, order_margin, "
+                               f"position_margin) SELECT v.*, 0, 0, 0 FROM {unnest} AS v "
+                               f"ON CONFLICT (account_id, asset_id) DO NOTHING", params)
+            cursor.execute(f"SELECT b.account_id, b.asset_id, b.id, b.amount, b.order_margin, b.position_margin "
+                           f"FROM accounts_balance b "
+                           f"JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id) "
+                           f"ORDER BY b.id FOR NO KEY UPDATE OF b", params)
+            locked.update(((account_id, asset), rest) for account_id, asset, *rest in cursor.fetchall())
+    return locked
 
 
 def _write_ledger(batch, now) -> None:
@@ -205,14 +221,7 @@ NEW_ORDER_COLUMNS = [
 def lock_balance_rows(keys: list[tuple[int, str]]) -> dict[int, tuple[Decimal, Decimal, Decimal]]:
     """Creates missing balance rows and locks them in primary-key order; account -> (amount, order margin,
     position margin). All keys share one asset."""
-    unnest, params = _arrays([("account_id", "bigint"), ("asset_id", "text")], keys)
-    with raw_cursor() as cursor:
-        cursor.execute(f"INSERT INTO accounts_balance (account_id, asset_id, amount, order_margin, position_margin) "
-                       f"SELECT v.*, 0, 0, 0 FROM {unnest} AS v ON CONFLICT (account_id, asset_id) DO NOTHING", params)
-        cursor.execute(f"SELECT b.account_id, b.amount, b.order_margin, b.position_margin FROM accounts_balance b "
-                       f"JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id) "
-                       f"ORDER BY b.id FOR NO KEY UPDATE OF b", params)
-        return {account_id: (amount, om, pm) for account_id, amount, om, pm in cursor.fetchall()}
+    return {account_id: tuple(row[1:]) for (account_id, _), row in _lock_balances(keys).items()}
 
 
 def pending_orders(pks: list[int], instrument_pks: list[int], fields) -> list[tuple]:
