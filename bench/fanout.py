@@ -30,6 +30,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.contrib.auth.models import User  # noqa: E402
+from django.db import connection  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -136,6 +137,8 @@ def run(sizes: list[int], fills: int) -> dict:
         worker = start([sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", "fanout,celery",
                         "--concurrency", "1", "--loglevel", "WARNING", "--without-mingle", "--without-gossip",
                         "--hostname", f"bench-{os.getpid()}@%h"], logs / "worker.log")
+        with connection.cursor() as cursor:  # as autovacuum would long have done on a running exchange
+            cursor.execute("VACUUM ANALYZE")
         time.sleep(5)
         # ten deep levels just above 50,000 for the leaders and every follower's IOC order to fill against
         levels = [trading.submit_order(account=maker, symbol=SYMBOL, side="Sell", order_qty=1_000_000_000,
