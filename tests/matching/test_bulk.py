@@ -29,3 +29,19 @@ def test_bulk_orders_reserve_margin_refuse_the_unaffordable_and_never_repeat(eng
     settle(engine)
     order = Order.objects.get(pk=first[0].order_pk)
     assert order.ord_status == OrdStatus.FILLED and order.margin_reserved == 0
+
+
+def test_keys_taken_in_blocks_never_meet_an_insert_of_the_orm(make_trader):
+    """Orders and executions are written with keys taken beforehand, a block of 1,000 per nextval;
+    an ORM insert in between takes a key of its own block."""
+    from matching import persistence
+
+    first = persistence.next_ids("matching_order", 1500)
+    order = services.submit_order(account=make_trader(), symbol="XBTUSDT", side="Buy", order_qty=1_000_000,
+                                  price="40000", wait=0)
+    second = persistence.next_ids("matching_order", 3)
+    keys = [*first, order.pk, *second]
+    assert len(first) == 1500 and len(second) == 3 and len(set(keys)) == len(keys)
+    assert first == list(range(first[0], first[0] + 1500))  # two blocks, in a row here
+    one, two = persistence.next_ids("accounts_ledgertransaction", 2)  # a sequence stepping by 1 works as before
+    assert two == one + 1
