@@ -121,7 +121,7 @@ def run(sizes: list[int], fills: int) -> dict:
     old = setup_databases(verbosity=0, interactive=False)
     logs = Path(ROOT / ".data" / "bench")
     logs.mkdir(parents=True, exist_ok=True)
-    engine = worker = None
+    engine, workers = None, []
     try:
         maker = main_account(User.objects.create(username="bench-maker"))
         deposit(account=maker, asset="USDT", amount=Decimal(10**10))
@@ -134,9 +134,11 @@ def run(sizes: list[int], fills: int) -> dict:
             followers_of(leader, size)
             leaders.append(leader)
         engine = start([sys.executable, "manage.py", "runengine", "--symbols", SYMBOL], logs / "engine.log")
-        worker = start([sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", "fanout,celery",
-                        "--concurrency", "1", "--loglevel", "WARNING", "--without-mingle", "--without-gossip",
-                        "--hostname", f"bench-{os.getpid()}@%h"], logs / "worker.log")
+        # as in the Procfile: the fan-out has a worker of its own, so a leader's statistics never delay a copy
+        workers = [start([sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", queue,
+                          "--concurrency", "1", "--loglevel", "WARNING", "--without-mingle", "--without-gossip",
+                          "--hostname", f"bench-{queue}-{os.getpid()}@%h"], logs / f"worker-{queue}.log")
+                   for queue in ("fanout", "celery")]
         with connection.cursor() as cursor:  # as autovacuum would long have done on a running exchange
             cursor.execute("VACUUM ANALYZE")
         time.sleep(5)
@@ -153,7 +155,7 @@ def run(sizes: list[int], fills: int) -> dict:
             results.append(measure(leader, size, fills))
         return {"symbol": SYMBOL, "results": results}
     finally:
-        for process in (worker, engine):
+        for process in (*workers, engine):
             if process is not None:
                 stop(process)
         teardown_databases(old, verbosity=0)

@@ -498,7 +498,7 @@ class Engine:
         if order.is_conditional and not order.triggered:
             order.ord_status = OrdStatus.UNTRIGGERED
             state.conditional[order.pk] = order
-            self._check_triggers(state, batch)
+            self._check_conditional(state, order, batch)
             return
         if order.reduce_only and not self._fit_reduce_only(state, order, batch):
             return
@@ -663,17 +663,27 @@ class Engine:
         # Mark and index price follow the last price until the risk engine publishes its own.
         return state.last_price
 
+    def _crossed(self, state: SymbolState, order: LiveOrder) -> bool:
+        price = self._trigger_price(state, order)
+        if price is None or order.stop_px is None:
+            return False
+        rising = (order.side == Side.BUY) == (order.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT))
+        return price >= order.stop_px if rising else price <= order.stop_px
+
+    def _check_conditional(self, state: SymbolState, order: LiveOrder, batch: Batch) -> None:
+        """A new or amended conditional order. The others were checked at this very price after the
+        last trade, so only this one can fire; ten thousand copied stops placed at once are not each
+        a walk over all the others."""
+        if state.triggers_checked_at != state.last_price or self._crossed(state, order):
+            self._check_triggers(state, batch)  # fires it, with any other crossed one, in order
+        else:
+            self._trail_order(state, order, batch)
+
     def _check_triggers(self, state: SymbolState, batch: Batch) -> None:
         """Triggers conditional orders whose stop price was crossed, nearest first, each once."""
         for _ in range(len(state.conditional) + 1):
-            fired = []
-            for order in state.conditional.values():
-                price = self._trigger_price(state, order)
-                if price is None or order.stop_px is None:
-                    continue
-                rising = (order.side == Side.BUY) == (order.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT))
-                if (price >= order.stop_px) if rising else (price <= order.stop_px):
-                    fired.append((abs(price - order.stop_px), order.pk, order))
+            fired = [(abs(self._trigger_price(state, order) - order.stop_px), order.pk, order)
+                     for order in state.conditional.values() if self._crossed(state, order)]
             if not fired:
                 self._trail(state, batch)
                 state.triggers_checked_at = state.last_price
@@ -691,15 +701,16 @@ class Engine:
 
     def _trail(self, state: SymbolState, batch: Batch) -> None:
         """Trailing stops follow the price by their offset, never back."""
-        if state.last_price is None:
-            return
         for order in state.conditional.values():
-            if order.peg_offset_value is None:
-                continue
-            candidate = state.last_price + order.peg_offset_value
-            if (order.side == Side.SELL and candidate > order.stop_px) or (order.side == Side.BUY and candidate < order.stop_px):
-                order.stop_px = candidate
-                batch.orders[order.pk] = order
+            self._trail_order(state, order, batch)
+
+    def _trail_order(self, state: SymbolState, order: LiveOrder, batch: Batch) -> None:
+        if state.last_price is None or order.peg_offset_value is None:
+            return
+        candidate = state.last_price + order.peg_offset_value
+        if (order.side == Side.SELL and candidate > order.stop_px) or (order.side == Side.BUY and candidate < order.stop_px):
+            order.stop_px = candidate
+            batch.orders[order.pk] = order
 
     def _enforce_reduce_only(self, state: SymbolState, batch: Batch) -> None:
         """Resting reduce-only orders never exceed the position they reduce (newest are cut first)."""
@@ -774,7 +785,7 @@ class Engine:
                 order.leaves_qty = command.new_leaves_qty
                 order.order_qty = order.cum_qty + order.leaves_qty
             self._cap_margin(state, order, command, batch)
-            self._check_triggers(state, batch)
+            self._check_conditional(state, order, batch)
             return
         price = command.new_price if command.new_price is not None else order.price
         leaves = command.new_leaves_qty if command.new_leaves_qty is not None else order.leaves_qty

@@ -191,26 +191,25 @@ def _write_balances(balances: dict) -> None:
 
 def _lock_balances(keys: list[tuple[int, str]]) -> dict[tuple[int, str], tuple]:
     """Locks the balance rows of (account, asset) keys in primary-key order, creating the missing
-    ones; key -> (id, amount, order margin, position margin). Rows nearly always exist, so they are
-    locked first and only missing keys pay for an insert; a row created meanwhile has a higher key
-    than every row locked before it, so the order holds."""
-    locked: dict[tuple[int, str], tuple] = {}
+    ones first; key -> (id, amount, order margin, position margin). Rows nearly always exist: a
+    plain read finds the missing keys, so the common case pays no insert. Nothing is locked before
+    the insert: it may wait for another transaction inserting the same key, which must not be
+    waiting for a row this one holds."""
+    unnest, params = _arrays([("account_id", "bigint"), ("asset_id", "text")], keys)
     with raw_cursor() as cursor:
-        for attempt in ("lock", "create"):
-            wanted = [key for key in keys if key not in locked]
-            if not wanted:
-                break
-            unnest, params = _arrays([("account_id", "bigint"), ("asset_id", "text")], wanted)
-            if attempt == "create":
-                cursor.execute(f"INSERT INTO accounts_balance (account_id, asset_id, amount, order_margin, "
-                               f"position_margin) SELECT v.*, 0, 0, 0 FROM {unnest} AS v "
-                               f"ON CONFLICT (account_id, asset_id) DO NOTHING", params)
-            cursor.execute(f"SELECT b.account_id, b.asset_id, b.id, b.amount, b.order_margin, b.position_margin "
-                           f"FROM accounts_balance b "
-                           f"JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id) "
-                           f"ORDER BY b.id FOR NO KEY UPDATE OF b", params)
-            locked.update(((account_id, asset), rest) for account_id, asset, *rest in cursor.fetchall())
-    return locked
+        cursor.execute(f"SELECT b.account_id, b.asset_id FROM accounts_balance b "
+                       f"JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id)", params)
+        missing = set(keys) - set(cursor.fetchall())
+        if missing:
+            insert, insert_params = _arrays([("account_id", "bigint"), ("asset_id", "text")], sorted(missing))
+            cursor.execute(f"INSERT INTO accounts_balance (account_id, asset_id, amount, order_margin, position_margin) "
+                           f"SELECT v.*, 0, 0, 0 FROM {insert} AS v ON CONFLICT (account_id, asset_id) DO NOTHING",
+                           insert_params)
+        cursor.execute(f"SELECT b.account_id, b.asset_id, b.id, b.amount, b.order_margin, b.position_margin "
+                       f"FROM accounts_balance b "
+                       f"JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id) "
+                       f"ORDER BY b.id FOR NO KEY UPDATE OF b", params)
+        return {(account_id, asset): tuple(rest) for account_id, asset, *rest in cursor.fetchall()}
 
 
 def _write_ledger(batch, now) -> None:
