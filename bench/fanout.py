@@ -110,6 +110,7 @@ def measure(leader: Leader, count: int, fills: int) -> dict:
             "filled": sum(r["filled"] for r in runs),
             "last_ms": round(median * 1000, 1), "slowest_fill_last_ms": round(lasts[-1] * 1000, 1),
             "each_fill_last_ms": [round(max(r["done"]) * 1000, 1) for r in runs],
+            "each_fill_sized_ms": [round(r["sized"] * 1000, 1) for r in runs],
             "p50_ms": round(percentile(every, 0.5) * 1000, 1), "p99_ms": round(percentile(every, 0.99) * 1000, 1),
             "fan_out_sized_ms": round(sorted(r["sized"] for r in runs)[len(runs) // 2] * 1000, 1),
             "per_follower_us": round(median * 1e6 / count, 1)}

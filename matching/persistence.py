@@ -268,10 +268,16 @@ def pending_commands(pks: list[int], instrument_pks: list[int]) -> list[tuple]:
 
 
 def existing_cl_ord_ids(keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
+    """The orders already stored under these (account, clOrdID) keys: one probe of the unique
+    (account, clOrdID) index per key, whatever the size of the table. As a plain join the planner
+    read every order of each account (the index is partial, clOrdID <> '', which a join does not
+    imply: 4.3 s for 10,000 keys over 200,000 orders) or, told so, hashed the whole table (0.22 s
+    and growing with it); the LIMIT keeps each key's lookup a lookup."""
     unnest, params = _arrays([("account_id", "bigint"), ("cl_ord_id", "text")], keys)
     with raw_cursor() as cursor:
-        cursor.execute(f"SELECT o.account_id, o.cl_ord_id, o.id FROM matching_order o "
-                       f"JOIN {unnest} AS v(account_id, cl_ord_id) USING (account_id, cl_ord_id)", params)
+        cursor.execute(f"SELECT v.account_id, v.cl_ord_id, o.id FROM {unnest} AS v(account_id, cl_ord_id) "
+                       f"CROSS JOIN LATERAL (SELECT id FROM matching_order WHERE account_id = v.account_id "
+                       f"AND cl_ord_id = v.cl_ord_id AND cl_ord_id <> '' LIMIT 1) AS o", params)
         return {(a, c): pk for a, c, pk in cursor.fetchall()}
 
 
