@@ -73,14 +73,22 @@ def wait_for(condition, timeout: float, what) -> None:
         time.sleep(0.02)
 
 
-def copy_one_fill(leader: Leader, count: int, last_pk: int) -> tuple[int, dict]:
-    """The leader buys at market; the figures of that one fill's fan-out, in seconds from its execution."""
-    order = trading.submit_order(account=leader.account, symbol=SYMBOL, side="Buy", order_qty=100_000_000,
+LEADER_QTY = 100_000_000
+
+
+def copy_one_fill(leader: Leader, maker: Account, count: int, last_pk: int) -> tuple[int, dict]:
+    """The leader buys at market against one order of exactly its size, just below the book, so that
+    it is one execution (an order filling against two would be two, each fanned out on its own); the
+    figures of that fill's fan-out, in seconds from its execution. The copies fill in the book."""
+    ask = trading.submit_order(account=maker, symbol=SYMBOL, side="Sell", order_qty=LEADER_QTY, price="49999.5",
+                               wait=0)
+    wait_for(lambda: Order.objects.filter(pk=ask.pk, ord_status=OrdStatus.NEW).exists(), 30, "the leader's ask")
+    order = trading.submit_order(account=leader.account, symbol=SYMBOL, side="Buy", order_qty=LEADER_QTY,
                                  ord_type="Market", wait=0)
     executions = Execution.objects.filter(account=leader.account, pk__gt=last_pk)
     wait_for(executions.exists, 30, lambda: "the leader's execution; its order is {0.ord_status} {0.text!r}".format(
         Order.objects.get(pk=order.pk)))
-    execution = executions.latest("pk")
+    execution = executions.get()
     copied = CopiedOrder.objects.filter(leader_execution=execution)
     wait_for(lambda: copied.count() == count, 300, "the fan-out")
     follower_orders = Order.objects.filter(pk__in=copied.exclude(order=None).values("order_id"))
@@ -94,14 +102,14 @@ def copy_one_fill(leader: Leader, count: int, last_pk: int) -> tuple[int, dict]:
         "filled": follower_orders.filter(ord_status=OrdStatus.FILLED).count()}
 
 
-def measure(leader: Leader, count: int, fills: int) -> dict:
+def measure(leader: Leader, maker: Account, count: int, fills: int) -> dict:
     """`fills` leader fills one after the other, each fanned out on its own: the median fill's figures
     (a single fill on a shared machine varies by a third), the slowest fill, and the followers' p50/p99
     over all fills."""
     last_pk, runs = 0, []
     for _ in range(fills):
         time.sleep(1)  # the previous fill's fan-out is over: fills are measured one at a time
-        last_pk, figures = copy_one_fill(leader, count, last_pk)
+        last_pk, figures = copy_one_fill(leader, maker, count, last_pk)
         runs.append(figures)
     lasts = sorted(max(r["done"]) for r in runs)
     median = lasts[len(lasts) // 2]
@@ -143,9 +151,9 @@ def run(sizes: list[int], fills: int) -> dict:
         with connection.cursor() as cursor:  # as autovacuum would long have done on a running exchange
             cursor.execute("VACUUM ANALYZE")
         time.sleep(5)
-        # ten deep levels just above 50,000 for the leaders and every follower's IOC order to fill against
+        # a deep level at 50,000 (ten orders) for the followers' copies to fill against
         levels = [trading.submit_order(account=maker, symbol=SYMBOL, side="Sell", order_qty=1_000_000_000,
-                                       price=Decimal(50000) + Decimal(step) / 2, wait=0).pk for step in range(10)]
+                                       price="50000", wait=0).pk for _ in range(10)]
         resting = Order.objects.filter(pk__in=levels, ord_status=OrdStatus.NEW)
         wait_for(lambda: resting.count() == len(levels), 30, lambda: "the book: {}".format(
             list(Order.objects.filter(pk__in=levels).values_list("price", "ord_status", "text"))))
@@ -153,7 +161,7 @@ def run(sizes: list[int], fills: int) -> dict:
         for leader, size in zip(leaders, sizes):
             time.sleep(3)  # the leader cache of the engine's hook is fresh
             console.log(f"fan-out to {size:,}")
-            results.append(measure(leader, size, fills))
+            results.append(measure(leader, maker, size, fills))
         return {"symbol": SYMBOL, "results": results}
     finally:
         for process in (*workers, engine):
