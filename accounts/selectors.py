@@ -63,14 +63,20 @@ def ledger_problems() -> list[str]:
             JOIN accounts_account a ON a.id = b.account_id
             WHERE a.kind <> 'system' AND b.amount < 0 ORDER BY 1, 2 LIMIT 100"""):
         problems.append(f"account {account} is negative: {amount} {asset}")
-    for entry, missing in _rows("""
-            SELECT e.id, CASE WHEN t.id IS NULL THEN 'transaction ' || e.transaction_id
-                              WHEN a.id IS NULL THEN 'account ' || e.account_id
-                              ELSE 'asset ' || e.asset_id END
-            FROM accounts_ledgerentry e
-            LEFT JOIN accounts_ledgertransaction t ON t.id = e.transaction_id
-            LEFT JOIN accounts_account a ON a.id = e.account_id
-            LEFT JOIN accounts_asset s ON s.code = e.asset_id
-            WHERE t.id IS NULL OR a.id IS NULL OR s.code IS NULL ORDER BY 1 LIMIT 100"""):
-        problems.append(f"ledger entry {entry} names a missing {missing}")
+    problems += dangling_references("accounts_ledgerentry", "ledger entry", [
+        ("transaction_id", "accounts_ledgertransaction", "id"), ("account_id", "accounts_account", "id"),
+        ("asset_id", "accounts_asset", "code")])
     return problems
+
+
+def dangling_references(table: str, label: str, references: list[tuple[str, str, str]]) -> list[str]:
+    """Rows of `table` whose (column, referenced table, its key) names a row that does not exist:
+    the hot tables carry no foreign-key constraints, so the audit checks what they would."""
+    joins = "".join(f" LEFT JOIN {target} r{i} ON r{i}.{key} = t.{column}"
+                    for i, (column, target, key) in enumerate(references))
+    missing = [(f"t.{column} IS NOT NULL AND r{i}.{key} IS NULL", f"'{column.removesuffix('_id')} ' || t.{column}")
+               for i, (column, target, key) in enumerate(references)]
+    which = " ".join(f"WHEN {condition} THEN {name}" for condition, name in missing)
+    where = " OR ".join(f"({condition})" for condition, _ in missing)
+    return [f"{label} {pk} names a missing {what}" for pk, what in _rows(
+        f"SELECT t.id, CASE {which} END FROM {table} t{joins} WHERE {where} ORDER BY 1 LIMIT 100")]

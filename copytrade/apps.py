@@ -10,7 +10,7 @@ class CopytradeConfig(AppConfig):
 
     def book_problems(self) -> list[str]:
         """check_ledger's part for copy trading: copied orders carry no foreign-key constraints."""
-        from matching.selectors import dangling_references
+        from accounts.selectors import dangling_references
 
         return dangling_references("copytrade_copiedorder", "copied order", [
             ("follow_id", "copytrade_follow", "id"), ("leader_execution_id", "matching_execution", "id"),

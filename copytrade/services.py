@@ -326,7 +326,7 @@ def _copy_execution(execution: Execution) -> int:
         _mark_copied(leader, execution)
         return 0
     now = timezone.now()
-    skipped: list[tuple[Follow, str, str, int, bool]] = []  # follow, reason, side, qty, reduce_only
+    skipped: list[tuple[selectors.CopyingFollow, str, str, int, bool]] = []  # follow, reason, side, qty, reduce_only
     candidates = []
     for follow in follows:
         if follow.status == Follow.Status.PAUSED:

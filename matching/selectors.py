@@ -11,7 +11,7 @@ from django.db import connection
 from django.db.models import F, Max, Min, Q, Sum
 from django.utils import timezone
 
-from accounts.selectors import ledger_problems
+from accounts.selectors import dangling_references, ledger_problems
 from config.rawsql import fetch_all
 from matching import contracts
 from matching.models import OPEN_STATUSES, Execution, Instrument, Order, OrdStatus, Position, Side
@@ -152,20 +152,6 @@ def margin_problems() -> list[str]:
     return [f"account {account} {asset}: order margin {om} held, orders say {eom}; "
             f"position margin {pm} held, positions say {epm}"
             for account, asset, om, eom, pm, epm in rows]
-
-
-def dangling_references(table: str, label: str, references: list[tuple[str, str, str]]) -> list[str]:
-    """Rows of `table` whose (column, referenced table, its key) names a row that does not exist:
-    the hot tables carry no foreign-key constraints, so the audit checks what they would."""
-    joins = "".join(f" LEFT JOIN {target} r{i} ON r{i}.{key} = t.{column}"
-                    for i, (column, target, key) in enumerate(references))
-    missing = " ".join(f"WHEN t.{column} IS NOT NULL AND r{i}.{key} IS NULL THEN '{column} ' || t.{column}"
-                       for i, (column, target, key) in enumerate(references))
-    where = " OR ".join(f"(t.{column} IS NOT NULL AND r{i}.{key} IS NULL)"
-                        for i, (column, target, key) in enumerate(references))
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT t.id, CASE {missing} END FROM {table} t{joins} WHERE {where} ORDER BY 1 LIMIT 100")
-        return [f"{label} {pk} names a missing {what}" for pk, what in cursor.fetchall()]
 
 
 def execution_problems() -> list[str]:

@@ -174,9 +174,9 @@ def test_check_ledger_reports_references_that_do_not_resolve(make_trader):
         (copied_id,) = cursor.fetchone()
     problems = book_problems()
     assert f"ledger entry {entry.pk} names a missing transaction -1" in problems
-    assert f"execution {execution_id} names a missing order_id -7" in problems
-    assert f"order {order_id} names a missing account_id -5" in problems
-    assert f"copied order {copied_id} names a missing follow_id -3" in problems
+    assert f"execution {execution_id} names a missing order -7" in problems
+    assert f"order {order_id} names a missing account -5" in problems
+    assert f"copied order {copied_id} names a missing follow -3" in problems
     with pytest.raises(CommandError):
         call_command("check_ledger")
     with connection.cursor() as cursor:

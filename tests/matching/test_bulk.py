@@ -45,3 +45,15 @@ def test_keys_taken_in_blocks_never_meet_an_insert_of_the_orm(make_trader):
     assert first == list(range(first[0], first[0] + 1500))  # two blocks, in a row here
     one, two = persistence.next_ids("accounts_ledgertransaction", 2)  # a sequence stepping by 1 works as before
     assert two == one + 1
+
+
+def test_fast_text_ids_are_version_4_uuids_as_str_writes_them():
+    import uuid
+
+    from matching.ids import fast_uuid4_text
+
+    ids = [fast_uuid4_text() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
