@@ -147,7 +147,7 @@ def start_engine(prefix: str, sweep_seconds: float = 2) -> subprocess.Popen:
            "ENGINE_SWEEP_SECONDS": str(sweep_seconds)}
     logs = ROOT / ".data" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "manage.py", "runengine", "--symbols", SYMBOL, "--batch-size", "1000"],
+    return subprocess.Popen([sys.executable, "manage.py", "runengine", "--symbols", SYMBOL],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(logs / "engine.log", "ab"))
 
 

@@ -7,7 +7,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from accounts.models import LedgerEntry
-from config.rawsql import fetch_all
+from config.rawsql import array_text, fetch_all
 from copytrade import calculations
 from copytrade.models import CopiedOrder, Follow, Leader, LeaderDay, LeaderStats, ProfitShareSettlement
 from matching.models import Position
@@ -20,7 +20,7 @@ NET_PNL_KINDS = (LedgerEntry.Kind.REALIZED_PNL, LedgerEntry.Kind.FEE, LedgerEntr
 def equities(*, account_ids, asset: str) -> dict[int, Decimal]:
     """Wallet balance plus unrealized PnL, per account, in one asset."""
     wallets = dict(fetch_all("SELECT account_id, amount FROM accounts_balance "
-                             "WHERE account_id = ANY(%b::bigint[]) AND asset_id = %b", [list(account_ids), asset]))
+                             "WHERE account_id = ANY(%s::bigint[]) AND asset_id = %s", [array_text(account_ids), asset]))
     unrealized = unrealized_pnl_by_account(account_ids=account_ids, asset_code=asset)
     return {a: wallets.get(a, Decimal(0)) + unrealized.get(a, Decimal(0)) for a in account_ids}
 

@@ -44,6 +44,11 @@ FILLED, PARTIALLY_FILLED = OrdStatus.FILLED.value, OrdStatus.PARTIALLY_FILLED.va
 # While the streams still hold entries the sweep waits: an order stored seconds ago may simply be
 # queued behind a long fan-out, and the stream brings it anyway. A lost entry waits at most this long.
 MAX_SWEEP_INTERVAL = 10.0
+# A batch holds at most this many orders and commands. A busy stream fills it; a quiet one makes
+# small batches, so the limit costs no latency at a rate the engine keeps up with. Large batches
+# write each trader's position and balance once for all their orders, and a copy fan-out of ten
+# thousand orders in one transaction (1,000: 8,500 orders/s saturated; 10,000: 15,300).
+DEFAULT_BATCH_SIZE = 10_000
 TIF_CODES = {TimeInForce.GOOD_TILL_CANCEL: GTC, TimeInForce.IMMEDIATE_OR_CANCEL: IOC, TimeInForce.FILL_OR_KILL: FOK}
 CANCEL_TEXT = {
     CR_USER: "Canceled: Cancel from user",
@@ -214,7 +219,7 @@ class SymbolState:
 
 
 class Engine:
-    def __init__(self, symbols: list[str] | None = None, consumer: str = "engine", batch_size: int = 1000,
+    def __init__(self, symbols: list[str] | None = None, consumer: str = "engine", batch_size: int = DEFAULT_BATCH_SIZE,
                  block_ms: int = 20):
         instruments = Instrument.objects.select_related("settle_asset").order_by("symbol")
         if symbols:

@@ -1,9 +1,10 @@
 """Writes one engine batch: positions, balances, ledger, orders, executions, commands, prices.
 
-Called inside the batch's transaction. Each table gets one statement whose rows travel as arrays
-(`unnest`), so the SQL text stays small whatever the batch size. Balance rows are locked in
-primary-key order, after positions, as everywhere else in the project, so concurrent requests
-cannot deadlock with the engine.
+Called inside the batch's transaction. New rows go in by COPY; every other table gets one statement
+whose rows travel as one array literal per column (`unnest`), so the SQL text stays small whatever
+the batch size. Positions are locked in (account, instrument) order, then balance rows in
+primary-key order, as everywhere else in the project, so concurrent requests cannot deadlock with
+the engine. Each position is written once, with the margin its current leverage asks for.
 """
 from decimal import Decimal
 from functools import lru_cache
@@ -11,7 +12,7 @@ from typing import NamedTuple
 
 from django.utils import timezone
 
-from config.rawsql import raw_cursor
+from config.rawsql import array_text, raw_cursor
 from matching import contracts
 
 
@@ -52,9 +53,10 @@ LEDGER_COLUMNS = [("transaction_id", "bigint"), ("account_id", "bigint"), ("asse
 
 
 def _arrays(columns, rows) -> tuple[str, list]:
-    """`unnest(%s::t1[], %s::t2[], ...)` and one list per column."""
-    unnest = "unnest(" + ", ".join(f"%b::{sqltype}[]" for _, sqltype in columns) + ")"
-    return unnest, [list(values) for values in zip(*rows)] if rows else [[] for _ in columns]
+    """`unnest(%s::t1[], %s::t2[], ...)` and one array literal per column."""
+    unnest = "unnest(" + ", ".join(f"%s::{sqltype}[]" for _, sqltype in columns) + ")"
+    values = zip(*rows) if rows else [() for _ in columns]
+    return unnest, [array_text(column, sqltype) for column, (_, sqltype) in zip(values, columns)]
 
 
 def next_ids(table: str, count: int) -> list[int]:
@@ -90,20 +92,15 @@ def copy_rows(table: str, columns, rows) -> None:
 
 
 def update_rows(table: str, columns, rows) -> None:
-    """UPDATE table SET columns FROM the rows, matched on the first column (the rows travel by COPY)."""
+    """UPDATE table SET columns FROM the rows, matched on the first column (one statement, each column one array)."""
     if not rows:
         return
     names = [n for n, _ in columns]
-    staging = f"staging_{table}"
+    unnest, params = _arrays(columns, rows)
+    assignments = ", ".join(f"{n} = v.{n}" for n in names[1:])
     with raw_cursor() as cursor:
-        cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
-                       f"({', '.join(f'{n} {sqltype}' for n, sqltype in columns)}) ON COMMIT DELETE ROWS")
-        with cursor.copy(f"COPY {staging} ({', '.join(names)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        assignments = ", ".join(f"{n} = v.{n}" for n in names[1:])
-        cursor.execute(f"UPDATE {table} AS t SET {assignments} FROM {staging} AS v WHERE t.{names[0]} = v.{names[0]}")
-        cursor.execute(f"DELETE FROM {staging}")  # the commit empties it too; a second update in the batch must not see these
+        cursor.execute(f"UPDATE {table} AS t SET {assignments} FROM {unnest} AS v({', '.join(names)}) "
+                       f"WHERE t.{names[0]} = v.{names[0]}", params)
 
 
 class BatchWrite(NamedTuple):
@@ -138,39 +135,48 @@ def write_batch(batch: BatchWrite) -> list[int]:
     return execution_ids
 
 
+POSITION_KEY = [("account_id", "bigint"), ("instrument_id", "bigint")]
+BALANCE_KEY = [("account_id", "bigint"), ("asset_id", "text")]
+POSITION_WRITE = [("id", "bigint"), ("current_qty", "bigint"), ("entry_value", "numeric"), ("realized_pnl", "numeric"),
+                  ("cum_realized_pnl", "numeric"), ("opened_at", "timestamptz"), ("margin", "numeric")]
+
+
 def _write_positions(batch: BatchWrite, balances: dict, now) -> None:
-    """Stores the engine's quantities and entry values; margin follows each position's current leverage."""
+    """One write per position: its row is locked (created flat if new) and read, its margin follows
+    from the leverage it has now (the owner may just have changed it), and quantity, entry value,
+    PnL and margin are written together."""
     if not batch.positions:
         return
-    rows = [(*row[:6], batch.terms[row[1]][2], row[6], now) for row in batch.positions]
-    unnest, params = _arrays([("account_id", "bigint"), ("instrument_id", "bigint"), ("current_qty", "bigint"),
-                              ("entry_value", "numeric"), ("realized_pnl", "numeric"),
-                              ("cum_realized_pnl", "numeric"), ("leverage", "numeric"),
-                              ("opened_at", "timestamptz"), ("updated_at", "timestamptz")], rows)
-    with raw_cursor() as cursor:
-        cursor.execute(f"""
-            INSERT INTO matching_position AS p (account_id, instrument_id, current_qty, entry_value, realized_pnl,
-                                                cum_realized_pnl, leverage, opened_at, updated_at, cross_margin, margin)
-            SELECT v.*, TRUE, 0 FROM {unnest} AS v
-            ON CONFLICT (account_id, instrument_id) DO UPDATE SET
-                current_qty = EXCLUDED.current_qty, entry_value = EXCLUDED.entry_value,
-                realized_pnl = EXCLUDED.realized_pnl, cum_realized_pnl = EXCLUDED.cum_realized_pnl,
-                opened_at = EXCLUDED.opened_at, updated_at = EXCLUDED.updated_at
-            RETURNING p.id, p.account_id, p.instrument_id, p.current_qty, p.entry_value, p.leverage, p.margin""",
-                       params)
-        returned = cursor.fetchall()
-    margins = []
-    for pk, account_id, instrument_pk, qty, entry_value, leverage, margin in returned:
+    # locked in (account, instrument) order, as the copy fan-out sets followers' leverage
+    positions = sorted(batch.positions, key=lambda row: (row[0], row[1]))
+    current = _lock_rows("matching_position", POSITION_KEY, [row[:2] for row in positions], "t.id, t.leverage, t.margin",
+                         "t.account_id, t.instrument_id", lambda missing: _create_flat_positions(missing, batch.terms, now))
+    rows = []
+    for account_id, instrument_pk, qty, entry_value, realized_pnl, cum_realized_pnl, opened_at in positions:
+        pk, leverage, margin = current[(account_id, instrument_pk)]
         terms, asset, _ = batch.terms[instrument_pk]
         new_margin = Decimal(0)
         if qty:
-            entry = contracts.avg_entry_price(qty, entry_value, terms)
-            new_margin = contracts.initial_margin(qty, entry, leverage, terms)
+            new_margin = contracts.initial_margin(qty, contracts.avg_entry_price(qty, entry_value, terms), leverage, terms)
         if new_margin != margin:
-            margins.append((pk, new_margin))
             delta = balances.setdefault((account_id, asset), [Decimal(0), Decimal(0), Decimal(0)])
             delta[2] += new_margin - margin
-    update_rows("matching_position", [("id", "bigint"), ("margin", "numeric")], margins)
+        rows.append((pk, qty, entry_value, realized_pnl, cum_realized_pnl, opened_at, new_margin))
+    unnest, params = _arrays(POSITION_WRITE, rows)
+    assignments = ", ".join(f"{name} = v.{name}" for name, _ in POSITION_WRITE[1:])
+    with raw_cursor() as cursor:
+        cursor.execute(f"UPDATE matching_position AS p SET {assignments}, updated_at = %s "
+                       f"FROM {unnest} AS v({', '.join(n for n, _ in POSITION_WRITE)}) WHERE p.id = v.id", [now, *params])
+
+
+def _create_flat_positions(keys: list[tuple[int, int]], terms: dict, now) -> None:
+    rows = [(account_id, instrument_pk, terms[instrument_pk][2]) for account_id, instrument_pk in keys]
+    unnest, params = _arrays([*POSITION_KEY, ("leverage", "numeric")], rows)
+    with raw_cursor() as cursor:
+        cursor.execute(f"INSERT INTO matching_position (account_id, instrument_id, leverage, current_qty, entry_value, "
+                       f"realized_pnl, cum_realized_pnl, cross_margin, margin, updated_at) "
+                       f"SELECT v.*, 0, 0, 0, 0, TRUE, 0, %s FROM {unnest} AS v "
+                       f"ON CONFLICT (account_id, instrument_id) DO NOTHING", [now, *params])
 
 
 def _write_balances(balances: dict) -> None:
@@ -191,25 +197,35 @@ def _write_balances(balances: dict) -> None:
 
 def _lock_balances(keys: list[tuple[int, str]]) -> dict[tuple[int, str], tuple]:
     """Locks the balance rows of (account, asset) keys in primary-key order, creating the missing
-    ones first; key -> (id, amount, order margin, position margin). Rows nearly always exist: a
+    ones first; key -> (id, amount, order margin, position margin)."""
+    return _lock_rows("accounts_balance", BALANCE_KEY, keys, "t.id, t.amount, t.order_margin, t.position_margin",
+                      "t.id", _create_balances)
+
+
+def _create_balances(keys: list[tuple[int, str]]) -> None:
+    unnest, params = _arrays(BALANCE_KEY, keys)
+    with raw_cursor() as cursor:
+        cursor.execute(f"INSERT INTO accounts_balance (account_id, asset_id, amount, order_margin, position_margin) "
+                       f"SELECT v.*, 0, 0, 0 FROM {unnest} AS v ON CONFLICT (account_id, asset_id) DO NOTHING", params)
+
+
+def _lock_rows(table: str, key: list[tuple[str, str]], keys: list[tuple], columns: str, order: str,
+               create) -> dict[tuple, tuple]:
+    """Locks the table's rows of these keys in `order` and reads their `columns` (key -> values),
+    after create(missing keys, sorted) has inserted the missing ones. Rows nearly always exist: a
     plain read finds the missing keys, so the common case pays no insert. Nothing is locked before
     the insert: it may wait for another transaction inserting the same key, which must not be
     waiting for a row this one holds."""
-    unnest, params = _arrays([("account_id", "bigint"), ("asset_id", "text")], keys)
+    names = ", ".join(name for name, _ in key)
+    unnest, params = _arrays(key, keys)
+    rows = f"FROM {table} t JOIN {unnest} AS v({names}) USING ({names})"
     with raw_cursor() as cursor:
-        cursor.execute(f"SELECT b.account_id, b.asset_id FROM accounts_balance b "
-                       f"JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id)", params)
+        cursor.execute(f"SELECT {names} {rows}", params)
         missing = set(keys) - set(cursor.fetchall())
         if missing:
-            insert, insert_params = _arrays([("account_id", "bigint"), ("asset_id", "text")], sorted(missing))
-            cursor.execute(f"INSERT INTO accounts_balance (account_id, asset_id, amount, order_margin, position_margin) "
-                           f"SELECT v.*, 0, 0, 0 FROM {insert} AS v ON CONFLICT (account_id, asset_id) DO NOTHING",
-                           insert_params)
-        cursor.execute(f"SELECT b.account_id, b.asset_id, b.id, b.amount, b.order_margin, b.position_margin "
-                       f"FROM accounts_balance b "
-                       f"JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id) "
-                       f"ORDER BY b.id FOR NO KEY UPDATE OF b", params)
-        return {(account_id, asset): tuple(rest) for account_id, asset, *rest in cursor.fetchall()}
+            create(sorted(missing))
+        cursor.execute(f"SELECT {names}, {columns} {rows} ORDER BY {order} FOR NO KEY UPDATE OF t", params)
+        return {tuple(row[:len(key)]): tuple(row[len(key):]) for row in cursor.fetchall()}
 
 
 def _write_ledger(batch, now) -> None:
@@ -247,8 +263,8 @@ def pending_orders(pks: list[int], instrument_pks: list[int], fields) -> list[tu
         return []
     columns = ", ".join("id" if name == "pk" else name for name in fields)
     with raw_cursor() as cursor:
-        cursor.execute(f"SELECT instrument_id, ord_status, {columns} FROM matching_order WHERE id = ANY(%b::bigint[])",
-                       [pks], binary=True, prepare=False)
+        cursor.execute(f"SELECT instrument_id, ord_status, {columns} FROM matching_order WHERE id = ANY(%s::bigint[])",
+                       [array_text(pks)], binary=True, prepare=False)
         instruments = set(instrument_pks)
         return [row[2:] for row in cursor.fetchall() if row[1] == "PendingNew" and row[0] in instruments]
 
@@ -262,7 +278,7 @@ def pending_commands(pks: list[int], instrument_pks: list[int]) -> list[tuple]:
         cursor.execute("SELECT c.status, c.id, c.kind, c.order_id, o.instrument_id, o.account_id, o.ord_status, c.new_price, "
                        "c.new_stop_px, c.new_leaves_qty, c.margin_delta, c.new_margin, c.text "
                        "FROM matching_ordercommand c JOIN matching_order o ON o.id = c.order_id "
-                       "WHERE c.id = ANY(%b::bigint[])", [pks], binary=True, prepare=False)
+                       "WHERE c.id = ANY(%s::bigint[])", [array_text(pks)], binary=True, prepare=False)
         instruments = set(instrument_pks)
         return [row[1:] for row in cursor.fetchall() if row[0] == "pending" and row[4] in instruments]
 

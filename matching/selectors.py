@@ -12,7 +12,7 @@ from django.db.models import F, Max, Min, Q, Sum
 from django.utils import timezone
 
 from accounts.selectors import dangling_references, ledger_problems
-from config.rawsql import fetch_all
+from config.rawsql import array_text, fetch_all
 from matching import contracts
 from matching.models import OPEN_STATUSES, Execution, Instrument, Order, OrdStatus, Position, Side
 
@@ -23,7 +23,7 @@ def positions_and_leverages(*, instrument, account_ids) -> tuple[dict[int, int],
     positions, leverages = {}, {}
     for account_id, qty, leverage in fetch_all(
             "SELECT account_id, current_qty, leverage FROM matching_position "
-            "WHERE instrument_id = %b AND account_id = ANY(%b::bigint[])", [instrument.pk, list(account_ids)]):
+            "WHERE instrument_id = %s AND account_id = ANY(%s::bigint[])", [instrument.pk, array_text(account_ids)]):
         positions[account_id], leverages[account_id] = qty, leverage
     return positions, leverages
 
@@ -44,8 +44,8 @@ def unrealized_pnl_by_account(*, account_ids, asset_code: str) -> dict[int, Deci
     if not instruments:
         return totals
     positions = fetch_all("SELECT account_id, instrument_id, current_qty, entry_value, cross_margin, margin "
-                          "FROM matching_position WHERE account_id = ANY(%b::bigint[]) AND instrument_id = ANY(%b::bigint[]) "
-                          "AND current_qty <> 0", [list(account_ids), list(instruments)])
+                          "FROM matching_position WHERE account_id = ANY(%s::bigint[]) AND instrument_id = ANY(%s::bigint[]) "
+                          "AND current_qty <> 0", [array_text(account_ids), array_text(instruments)])
     marks = {pk: (i.mark_price or i.last_price, i.terms) for pk, i in instruments.items()}
     for account_id, instrument_pk, qty, entry_value, cross_margin, margin in positions:
         mark, terms = marks[instrument_pk]

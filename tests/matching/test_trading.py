@@ -310,6 +310,24 @@ def test_higher_leverage_needs_less_margin(engine, make_trader):
         services.set_leverage(account=a, symbol=LIN, leverage=101)
 
 
+def test_a_fill_after_a_leverage_change_takes_margin_at_the_new_leverage(engine, make_trader):
+    """The engine reads each position's leverage as it writes the fill: a change its owner made
+    since the last fill holds for the whole position."""
+    a, b = make_trader(), make_trader()
+    submit(a, side="Sell", order_qty=2_000_000, price="50000")
+    settle(engine)
+    submit(b, side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    position = Position.objects.get(account=b, instrument__symbol=LIN)
+    assert position.margin == D(5000)  # 1 XBT at 50,000 with 10x
+    services.set_leverage(account=b, symbol=LIN, leverage=50)
+    submit(b, side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    position.refresh_from_db()
+    assert (position.current_qty, position.leverage, position.margin) == (2_000_000, 50, D(2000))
+    assert balance(b).position_margin == D(2000)
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"symbol": "NOPE"}, "Invalid symbol"),
     ({"price": "50000.25"}, "tickSize"),
@@ -474,6 +492,28 @@ def test_the_any_lookup_matches_the_in_lookup(make_trader):
         assert Balance.objects.filter(asset_id__any=["USDT", "XBT"]).count() == Balance.objects.filter(
             asset_id__in=["USDT", "XBT"]).count()
     assert "[]" not in queries[0]["sql"]  # no cast to varchar(n)[], which would cut longer values
+
+
+@pytest.mark.django_db
+def test_array_literals_bring_every_value_back_unchanged():
+    """The raw bulk reads and writes send each column as one array literal: every value, odd
+    text included, reaches PostgreSQL as it was."""
+    from datetime import datetime, timezone as tz
+
+    from config.rawsql import array_text, fetch_all
+
+    cases = [
+        ([1, None, -(2**62), 0], "bigint"),
+        ([D("1E-8"), D("-0.5"), None, D("123456789.123456789")], "numeric"),
+        (["", "NULL", "null", "a,b", "{x}", 'say "hi"', "back\\slash", " padded ", "ünï", None], "text"),
+        ([True, False, None], "boolean"),
+        ([datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=tz.utc), None], "timestamptz"),
+        ([], "bigint"),
+    ]
+    for values, sqltype in cases:
+        ((back,),) = fetch_all(f"SELECT %s::{sqltype}[]", [array_text(values, sqltype)])
+        assert back == values, sqltype
+    assert array_text(iter([3, 4])) == "{3,4}"  # any iterable, read once
 
 
 def test_an_order_the_engine_cannot_apply_is_rejected_and_the_others_go_on(engine, make_trader, settings):

@@ -3,7 +3,7 @@ import signal
 
 from django.core.management.base import BaseCommand
 
-from matching.engine import Engine
+from matching.engine import DEFAULT_BATCH_SIZE, Engine
 
 
 class Command(BaseCommand):
@@ -11,9 +11,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--symbols", nargs="*", help="symbols this engine owns; each symbol has one engine")
-        parser.add_argument("--batch-size", type=int, default=1000)
+        parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
 
-    def handle(self, *args, symbols=None, batch_size=1000, **options):
+    def handle(self, *args, symbols=None, batch_size=DEFAULT_BATCH_SIZE, **options):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
         stopping = []
         for signum in (signal.SIGTERM, signal.SIGINT):
