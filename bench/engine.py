@@ -5,11 +5,13 @@
 Runs in a throw-away database (test_<name of DATABASE_URL's database>) and its own stream prefix:
 1. the bare C book applies the command stream in this process (the ceiling);
 2. saturation: every order is queued first, then `manage.py runengine` (a real process) drains
-   the stream; throughput = orders / (last commit - first commit);
+   the stream; throughput = orders after the first batch / (last batch's commit - first batch's);
 3. paced: a fresh engine gets the orders at a steady --rate (default: half the saturated rate), each
    stored just before its stream append as submit_order does; latency = commit - append, taken on
    the IOC and market orders (a quarter of the mix), which are written once, when their batch
    commits (resting orders are written again whenever they change later).
+A commit is timed when PostgreSQL delivers the engine's notification of it to this process
+(CommitClock), not by the rows' own times, which are taken before the batch is written.
 The stream is a realistic mix: limit orders around a moving mid (a fifth of them crossing),
 market orders, cancels and amends, from 1,000 traders.
 """
@@ -20,8 +22,10 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
@@ -34,6 +38,7 @@ import django  # noqa: E402
 
 django.setup()
 
+import psycopg  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -44,6 +49,8 @@ from django.contrib.auth.models import User  # noqa: E402
 from accounts.models import Account  # noqa: E402
 from accounts.services import deposit  # noqa: E402
 from matching import streams  # noqa: E402
+from matching.engine import DEFAULT_BATCH_SIZE  # noqa: E402
+from matching.persistence import COMMIT_CHANNEL  # noqa: E402
 from matching.book import BUY, GTC, IOC, SELL, OrderBook  # noqa: E402
 from matching.models import Instrument, Order, OrderCommand, OrdStatus, OrdType, TimeInForce  # noqa: E402
 
@@ -168,15 +175,50 @@ def wait_applied(entries, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def commit_times(entries, final_in_first_batch: bool = False) -> dict[int, float]:
-    """When each order was written. A resting order is written again whenever it is amended, filled
-    or canceled; with final_in_first_batch only IOC and market orders count, whose one write is the
-    commit of their first batch."""
+class CommitClock:
+    """When each engine batch became visible. An order's updated_at is the time its batch was
+    written, taken before the write, so it cannot time the commit; PostgreSQL delivers the engine's
+    notification at the commit itself, with that same time, and this listener notes its arrival."""
+
+    def __init__(self):
+        self.seen: dict = {}  # batch time (the orders' updated_at) -> time.time() the commit was seen
+        self._stop = threading.Event()
+        self._connection = psycopg.connect(database_url(), autocommit=True)
+        self._connection.execute(f"LISTEN {COMMIT_CHANNEL}")
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            for notify in self._connection.notifies(timeout=0.2):
+                self.seen[datetime.fromisoformat(notify.payload)] = time.time()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._connection.close()
+
+    def commit_times(self, orders) -> dict[int, float]:
+        """pk -> when the batch that last wrote the order committed, for a queryset of orders."""
+        written = dict(orders.values_list("pk", "updated_at"))
+        deadline = time.monotonic() + 5  # the rows can be read a moment before the notification is
+        while not self.seen.keys() >= set(written.values()):
+            if time.monotonic() > deadline:
+                missed = sum(1 for at in written.values() if at not in self.seen)
+                raise SystemExit(f"no commit was heard for {missed} orders")
+            time.sleep(0.01)
+        return {pk: self.seen[at] for pk, at in written.items()}
+
+
+def commit_times(entries, clock: CommitClock, final_in_first_batch: bool = False) -> dict[int, float]:
+    """When each order's last write committed. A resting order is written again whenever it is
+    amended, filled or canceled; with final_in_first_batch only IOC and market orders count, whose
+    one write is the commit of their first batch."""
     pks = [pk for kind, pk in entries if kind == "order"]
     orders = Order.objects.filter(pk__in=pks)
     if final_in_first_batch:
         orders = orders.filter(time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL)
-    return {pk: at.timestamp() for pk, at in orders.values_list("pk", "updated_at")}
+    return clock.commit_times(orders)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -228,14 +270,19 @@ def run(count: int, rate: float | None) -> dict:
         entries = prepare(steps, accounts, instrument, [])
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         send(prefix, entries, None)
+        clock = CommitClock()
         engine = start_engine(prefix, sweep_seconds=3600)  # everything is queued: nothing to sweep
         try:
             wait_applied(entries, timeout=max(120, count / 500))
         finally:
             stop(engine)
-        commits = commit_times(entries)
-        span = max(commits.values()) - min(commits.values())
-        saturated = len(commits) / span if span else float("inf")
+        batches = sorted(set(commit_times(entries, clock).values()))
+        # Every batch but the last is full (all is queued). The clock starts when the first batch
+        # commits, so the orders of that batch are not counted.
+        timed = sum(1 for kind, _ in entries[DEFAULT_BATCH_SIZE:] if kind == "order")
+        if len(batches) < 2:
+            raise SystemExit(f"--orders must be more than one batch ({DEFAULT_BATCH_SIZE:,})")
+        saturated = timed / (batches[-1] - batches[0])
 
         rate = rate or saturated / 2  # a rate the engine sustains: latency without a growing queue
         console.log(f"paced at {rate:,.0f} commands/s")
@@ -265,7 +312,8 @@ def run(count: int, rate: float | None) -> dict:
             wait_applied(entries, timeout=max(120, count / 500))
         finally:
             stop(engine)
-        commits = commit_times(entries, final_in_first_batch=True)
+        commits = commit_times(entries, clock, final_in_first_batch=True)
+        clock.close()
         latencies = [(commits[pk] - at) * 1000 for pk, at in sent.items() if pk in commits]
         by_time = [lat for _, lat in sorted(zip(sent.values(), latencies))]
         tenth = max(len(by_time) // 10, 1)

@@ -5,9 +5,10 @@
 For each size: a leader with that many followers (proportional sizing) sends --fills market orders,
 one after the other, each filling at one price. The engine process commits each, the Celery worker
 (its own process) sizes and stores every follower's IOC order in one transaction, and the engine
-matches them against a deep book. Figures: from the leader's execution (as the engine stamped it)
-to the last follower order committed and matched (the median fill, and the slowest), and p50/p99
-of each follower order's latency over all fills. Runs in a throw-away database (test_<name>) with
+matches them against a deep book. Figures: from the leader's execution (as the engine stamped it,
+before committing it) to the commit of the last follower order's match, as PostgreSQL delivers
+the engine's notification of it (the median fill, and the slowest), and p50/p99 of each follower
+order's latency over all fills. Runs in a throw-away database (test_<name>) with
 its own stream prefix.
 """
 import argparse
@@ -36,7 +37,7 @@ from rich.table import Table  # noqa: E402
 
 from accounts.models import Account, SystemAccount  # noqa: E402
 from accounts.services import deposit, main_account, post_transaction, system_account  # noqa: E402
-from bench.engine import database_url, percentile, stop  # noqa: E402
+from bench.engine import CommitClock, database_url, percentile, stop  # noqa: E402
 from copytrade.models import CopiedOrder, Follow, Leader  # noqa: E402
 from copytrade.services import apply_to_lead  # noqa: E402
 from matching import services as trading  # noqa: E402
@@ -76,7 +77,7 @@ def wait_for(condition, timeout: float, what) -> None:
 LEADER_QTY = 100_000_000
 
 
-def copy_one_fill(leader: Leader, maker: Account, count: int, last_pk: int) -> tuple[int, dict]:
+def copy_one_fill(leader: Leader, maker: Account, count: int, last_pk: int, clock: CommitClock) -> tuple[int, dict]:
     """The leader buys at market against one order of exactly its size, just below the book, so that
     it is one execution (an order filling against two would be two, each fanned out on its own); the
     figures of that fill's fan-out, in seconds from its execution. The copies fill in the book."""
@@ -94,22 +95,22 @@ def copy_one_fill(leader: Leader, maker: Account, count: int, last_pk: int) -> t
     follower_orders = Order.objects.filter(pk__in=copied.exclude(order=None).values("order_id"))
     wait_for(lambda: not follower_orders.filter(ord_status=OrdStatus.PENDING_NEW).exists(), 300,
              "the engine to apply the copies")
-    start = execution.created_at.timestamp()
+    start = execution.created_at.timestamp()  # when the leader's batch was matched, before its commit
     return execution.pk, {
-        "done": [at.timestamp() - start for at in follower_orders.values_list("updated_at", flat=True)],
+        "done": [at - start for at in clock.commit_times(follower_orders).values()],
         # an order's created_at is stamped when the sized orders start to be stored, before the insert
         "sized": max(at.timestamp() - start for at in follower_orders.values_list("created_at", flat=True)),
         "filled": follower_orders.filter(ord_status=OrdStatus.FILLED).count()}
 
 
-def measure(leader: Leader, maker: Account, count: int, fills: int) -> dict:
+def measure(leader: Leader, maker: Account, count: int, fills: int, clock: CommitClock) -> dict:
     """`fills` leader fills one after the other, each fanned out on its own: the median fill's figures
     (a single fill on a shared machine varies by a third), the slowest fill, and the followers' p50/p99
     over all fills."""
     last_pk, runs = 0, []
     for _ in range(fills):
         time.sleep(1)  # the previous fill's fan-out is over: fills are measured one at a time
-        last_pk, figures = copy_one_fill(leader, maker, count, last_pk)
+        last_pk, figures = copy_one_fill(leader, maker, count, last_pk, clock)
         runs.append(figures)
     lasts = sorted(max(r["done"]) for r in runs)
     median = lasts[len(lasts) // 2]
@@ -130,7 +131,7 @@ def run(sizes: list[int], fills: int) -> dict:
     old = setup_databases(verbosity=0, interactive=False)
     logs = Path(ROOT / ".data" / "bench")
     logs.mkdir(parents=True, exist_ok=True)
-    engine, workers = None, []
+    engine, workers, clock = None, [], None
     try:
         maker = main_account(User.objects.create(username="bench-maker"))
         deposit(account=maker, asset="USDT", amount=Decimal(10**10))
@@ -142,6 +143,7 @@ def run(sizes: list[int], fills: int) -> dict:
             console.log(f"{size:,} followers")
             followers_of(leader, size)
             leaders.append(leader)
+        clock = CommitClock()
         engine = start([sys.executable, "manage.py", "runengine", "--symbols", SYMBOL], logs / "engine.log")
         # as in the Procfile: the fan-out has a worker of its own, so a leader's statistics never delay a copy
         workers = [start([sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", queue,
@@ -161,12 +163,14 @@ def run(sizes: list[int], fills: int) -> dict:
         for leader, size in zip(leaders, sizes):
             time.sleep(3)  # the leader cache of the engine's hook is fresh
             console.log(f"fan-out to {size:,}")
-            results.append(measure(leader, maker, size, fills))
+            results.append(measure(leader, maker, size, fills, clock))
         return {"symbol": SYMBOL, "results": results}
     finally:
         for process in (*workers, engine):
             if process is not None:
                 stop(process)
+        if clock is not None:
+            clock.close()
         teardown_databases(old, verbosity=0)
 
 

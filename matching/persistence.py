@@ -103,6 +103,10 @@ def update_rows(table: str, columns, rows) -> None:
                        f"WHERE t.{names[0]} = v.{names[0]}", params)
 
 
+# PostgreSQL notifies this channel as each batch commits, with the batch's time (its orders' updated_at)
+COMMIT_CHANNEL = "engine_batch_committed"
+
+
 class BatchWrite(NamedTuple):
     """What one engine batch writes, as plain values taken from the engine's memory when the batch
     is committed: writing it needs nothing of the engine or its books."""
@@ -132,6 +136,8 @@ def write_batch(batch: BatchWrite) -> list[int]:
     update_rows("matching_ordercommand", [("id", "bigint"), ("status", "text"), ("reason", "text")], batch.commands)
     update_rows("matching_instrument", [("id", "bigint"), ("last_price", "numeric"), ("mark_price", "numeric"),
                                         ("bid_price", "numeric"), ("ask_price", "numeric")], batch.prices)
+    with raw_cursor() as cursor:  # delivered at commit: a listener learns when these rows became visible
+        cursor.execute("SELECT pg_notify(%s, %s)", [COMMIT_CHANNEL, stamp])
     return execution_ids
 
 
