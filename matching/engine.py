@@ -31,7 +31,7 @@ from matching.models import (
     Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce,
 )
 from matching import persistence, selectors
-from matching.ids import fast_uuid4_text
+from matching.ids import time_ordered_uuid_text
 from matching.persistence import BatchWrite, ExecutionRow
 from matching.signals import batch_committed
 
@@ -599,7 +599,7 @@ class Engine:
               batch: Batch) -> None:
         """Both sides of one match: orders, margin, positions, an execution each, and one ledger transaction."""
         now = batch.now
-        match_id = fast_uuid4_text()
+        match_id = time_ordered_uuid_text()
         instrument_pk, asset, terms = state.pk, state.asset, state.terms
         maker_fee, taker_fee = state.fees
         for order, liquidity, rate in ((maker, ADDED, maker_fee), (taker, REMOVED, taker_fee)):
@@ -627,7 +627,7 @@ class Engine:
             position.cum_realized_pnl += change.realized_pnl
             batch.positions[(instrument_pk, order.account_id)] = position
             fee = contracts.fee(qty, price, rate, terms)
-            exec_id = fast_uuid4_text()
+            exec_id = time_ordered_uuid_text()
             reference = f"execution:{exec_id}"
             if fee:
                 self._post(batch, FEE, reference, asset, order.account_id, -fee, self.fees_account_id)

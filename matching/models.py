@@ -4,7 +4,6 @@ The engine process is the only writer of an order's match state (status, leaves,
 of executions and of positions; the web process only creates orders as `Pending` and queues
 cancel/amend requests as `OrderCommand` rows.
 """
-import uuid
 from decimal import Decimal
 
 from django.db import models
@@ -12,6 +11,7 @@ from django.db.models import Q
 
 from accounts.models import MONEY, Account, Asset
 from matching.contracts import ContractTerms
+from matching.ids import time_ordered_uuid
 
 PRICE = {"max_digits": 30, "decimal_places": 10}
 
@@ -100,7 +100,7 @@ OPEN_STATUSES = (OrdStatus.PENDING_NEW, OrdStatus.NEW, OrdStatus.PARTIALLY_FILLE
 
 class Order(models.Model):
     id = models.BigAutoField(primary_key=True)  # also the order's id in the C book
-    order_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)  # BitMEX orderID
+    order_id = models.UUIDField(default=time_ordered_uuid, unique=True, editable=False)  # BitMEX orderID
     # indexed by the composite indexes below; single-column indexes would only slow the engine's writes
     # no foreign-key constraints: a fan-out of 10,000 orders paid for 20,000 deferred checks at
     # commit; PROTECT still holds in the ORM, and check_ledger reports any dangling reference
@@ -200,7 +200,7 @@ class Execution(models.Model):
         REMOVED = "RemovedLiquidity"
 
     id = models.BigAutoField(primary_key=True)
-    exec_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    exec_id = models.UUIDField(default=time_ordered_uuid, unique=True, editable=False)
     # No foreign-key constraints, as on ledger entries: only the engine writes executions, with ids
     # of orders it holds, and check_ledger verifies that each reference resolves.
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="executions", db_constraint=False)

@@ -16,7 +16,7 @@ from accounts.models import Account, Balance
 from accounts.services import InsufficientBalance, lock_balances
 from accounts.selectors import available_balance
 from matching import contracts, persistence, selectors, streams
-from matching.ids import fast_uuid4_text
+from matching.ids import time_ordered_uuid_text
 from matching.models import (
     OPEN_STATUSES, Instrument, Order, OrderCommand, OrdType, Position, Side, TimeInForce,
 )
@@ -512,7 +512,7 @@ def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder]) -
         ids = persistence.next_ids("matching_order", len(rows))
         stamp = now.isoformat()  # text: COPY would format a datetime twice per row
         persistence.copy_rows("matching_order", persistence.NEW_ORDER_COLUMNS, [
-            (pk, fast_uuid4_text(), r.account_id, instrument.pk, r.cl_ord_id, r.side, r.ord_type, r.time_in_force,
+            (pk, time_ordered_uuid_text(), r.account_id, instrument.pk, r.cl_ord_id, r.side, r.ord_type, r.time_in_force,
              r.exec_inst, r.price, r.stop_px, protect, r.order_qty, r.order_qty, margin, r.text[:200], stamp, stamp)
             for pk, (r, protect, margin) in zip(ids, rows)])
         persistence.add_order_margin(asset, reserved)

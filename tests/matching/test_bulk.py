@@ -47,13 +47,19 @@ def test_keys_taken_in_blocks_never_meet_an_insert_of_the_orm(make_trader):
     assert two == one + 1
 
 
-def test_fast_text_ids_are_version_4_uuids_as_str_writes_them():
+def test_ids_are_version_7_uuids_in_the_order_they_were_made():
+    import time
     import uuid
 
-    from matching.ids import fast_uuid4_text
+    from matching.ids import time_ordered_uuid, time_ordered_uuid_text
 
-    ids = [fast_uuid4_text() for _ in range(2000)]
+    ids = [time_ordered_uuid_text() for _ in range(2000)]
     assert len(set(ids)) == len(ids)
     for text in ids:
         parsed = uuid.UUID(text)
-        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert abs((parsed.int >> 80) - time.time() * 1000) < 60_000  # Unix milliseconds up front
+    before = time_ordered_uuid()
+    time.sleep(0.002)
+    after = time_ordered_uuid()
+    assert before.version == 7 and after > before  # a later millisecond sorts later
