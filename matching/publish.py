@@ -123,7 +123,8 @@ def _publish_market(engine, batch, send) -> None:
                 "price": rows.number(row.last_px), "trdMatchID": str(row.trd_match_id)})
     for instrument_pk in batch.instruments | set(trades) | batch.touched_books:
         state = engine.states[instrument_pk]
-        bids, asks = state.book.depth(settings.PUBLISHED_DEPTH)
+        # as the batch left the book: by now the engine may have matched the next one
+        bids, asks = batch.depth.get(instrument_pk) or state.book.depth(settings.PUBLISHED_DEPTH)
         state.published_levels, changes = level_changes(state.published_levels, bids, asks, state.terms.tick_size,
                                                              state.terms.lot_size)
         symbol = state.instrument.symbol

@@ -19,4 +19,4 @@ class Command(BaseCommand):
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stopping.append(True))
         name = "engine:" + ",".join(sorted(symbols)) if symbols else "engine"
-        Engine(symbols=symbols, consumer=name, batch_size=batch_size).run(stop=lambda: bool(stopping))
+        Engine(symbols=symbols, consumer=name, batch_size=batch_size, pipelined=True).run(stop=lambda: bool(stopping))
