@@ -42,6 +42,11 @@ ADDED, REMOVED = Execution.Liquidity.ADDED.value, Execution.Liquidity.REMOVED.va
 FEE, REALIZED_PNL = LedgerEntry.Kind.FEE.value, LedgerEntry.Kind.REALIZED_PNL.value
 ZERO = Decimal(0)
 FILLED, PARTIALLY_FILLED = OrdStatus.FILLED.value, OrdStatus.PARTIALLY_FILLED.value
+# plain strings: an enum member is looked up on its class at every use, on the fill path ten thousand times
+BUY_SIDE = Side.BUY.value
+CONDITIONAL_TYPES = frozenset(t.value for t in (OrdType.STOP, OrdType.STOP_LIMIT, OrdType.MARKET_IF_TOUCHED,
+                                                OrdType.LIMIT_IF_TOUCHED))
+MARKET_TYPES = frozenset(t.value for t in (OrdType.MARKET, OrdType.STOP, OrdType.MARKET_IF_TOUCHED))
 # While the streams still hold entries the sweep waits: an order stored seconds ago may simply be
 # queued behind a long fan-out, and the stream brings it anyway. A lost entry waits at most this long.
 MAX_SWEEP_INTERVAL = 10.0
@@ -128,8 +133,7 @@ class LiveOrder:
 
     @property
     def is_conditional(self) -> bool:
-        return self.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT, OrdType.MARKET_IF_TOUCHED,
-                                 OrdType.LIMIT_IF_TOUCHED)
+        return self.ord_type in CONDITIONAL_TYPES
 
     @property
     def avg_px(self) -> Decimal | None:
@@ -137,7 +141,7 @@ class LiveOrder:
 
     @property
     def sign(self) -> int:
-        return 1 if self.side == Side.BUY else -1
+        return 1 if self.side == BUY_SIDE else -1
 
 
 @dataclass(slots=True)
@@ -600,11 +604,11 @@ class Engine:
         return True
 
     def _send_to_book(self, state: SymbolState, order: LiveOrder, batch: Batch) -> None:
-        side = BUY if order.side == Side.BUY else SELL
+        side = BUY if order.side == BUY_SIDE else SELL
         lots = state.lots(order.leaves_qty)
         tif = TIF_CODES[order.time_in_force]
         try:
-            if order.ord_type in (OrdType.MARKET, OrdType.STOP, OrdType.MARKET_IF_TOUCHED):
+            if order.ord_type in MARKET_TYPES:
                 protect = order.protect_price
                 if protect is None and state.last_price is not None:
                     from matching.services import market_protection_price

@@ -70,8 +70,10 @@ def send_commands(symbol: str, entries: list[tuple[str, int]], reply: bool = Fal
     """Appends ("order", pk) or ("command", pk) entries to the symbol's stream, in order; a run of
     one kind shares stream entries.
 
-    With reply, the engine wakes whoever waits for them (wait_for_engine)."""
-    pipe = client().pipeline(transaction=False)
+    With reply, the engine wakes whoever waits for them (wait_for_engine). The entries go in one
+    MULTI/EXEC: an engine blocked on the stream would otherwise wake at the first of them and
+    take a thousand copies as two batches."""
+    pipe = client().pipeline(transaction=True)
     fields = {"reply": 1} if reply else {}
     runs: list[tuple[str, list[int]]] = []
     for kind, pk in entries:
