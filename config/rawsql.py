@@ -38,8 +38,8 @@ def array_text(values, sqltype: str = "bigint") -> str:
     if sqltype == "boolean":
         return "{" + ",".join("NULL" if v is None else ("t" if v else "f") for v in values) + "}"
     if values and None not in values and all(type(v) is str for v in values):
-        joined = '","'.join(values)
-        if '"' not in joined and "\\" not in joined:  # nothing to escape: one join does it all
-            return '{"' + joined + '"}'
+        everything = "".join(values)
+        if '"' not in everything and "\\" not in everything:  # nothing to escape: one join does it all
+            return '{"' + '","'.join(values) + '"}'
     return "{" + ",".join("NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
                           for v in values) + "}"

@@ -4,7 +4,9 @@ from celery import shared_task
 from copytrade import services
 
 
-@shared_task(acks_late=True)
+# A failed copy is tried again: its chunks already stored are found by their clOrdIDs, and the
+# rest are stored (a task that raises is acknowledged, so the broker would not deliver it again).
+@shared_task(acks_late=True, autoretry_for=(Exception,), retry_backoff=1, retry_backoff_max=10, max_retries=5)
 def fan_out(execution_ids: list[int]) -> None:
     services.copy_leader_executions(execution_ids=execution_ids)
 

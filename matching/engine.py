@@ -4,8 +4,9 @@ One engine owns each symbol. It reads entries from the symbols' Redis Streams in
 applies each to the book, and writes the whole batch's effects (orders, executions, positions,
 ledger entries, margin) in ONE database transaction before it acknowledges the entries. The
 database is the truth: on start, and after any failure, the books are rebuilt from the open
-orders, and commands are applied only while their rows are still pending, so a crash or a
-redelivered entry never loses or repeats anything (docs/ENGINE.md).
+orders, and commands are applied only while their rows are still pending (or, while a batch is
+committing, not already applied by it), so a crash or a redelivered entry never loses or repeats
+anything (docs/ENGINE.md).
 """
 import logging
 import time
@@ -231,7 +232,7 @@ class InFlight:
     future: object
     batch: Batch
     acks: dict | None
-    entries: set
+    entries: set  # its entries, and orders it applied ahead of their own entries
 
 
 class Engine:
@@ -430,8 +431,15 @@ class Engine:
             self.after_commit(batch, acks)
             return
         rows = self.write_of(batch)  # plain values now: the next batch changes the live orders
-        self.finish_in_flight()  # the previous batch is committed and announced before this one
-        self.in_flight = InFlight(self.writer.submit(self.commit, batch, rows), batch, acks, set(entries))
+        try:
+            self.finish_in_flight()  # the previous batch is committed and announced before this one
+        except Exception:
+            self.stale = True  # this batch is in the books but will not be written: rebuild
+            raise
+        # what the database will show as pending until this commits: the entries, and any order a
+        # command applied ahead of its own entry
+        applied = set(entries) | set(batch.applied)
+        self.in_flight = InFlight(self.writer.submit(self.commit, batch, rows), batch, acks, applied)
         if len(entries) < self.batch_size:
             # No backlog: overlapping would only hold this batch's replies until the next one is
             # matched, and take the second core from PostgreSQL and the copy worker (paced at 5,400
@@ -452,10 +460,17 @@ class Engine:
         self.after_commit(in_flight.batch, in_flight.acks)
 
     def drop_in_flight(self) -> None:
-        """Lets a committing batch end, whatever its outcome, before the books are rebuilt from the database."""
-        if self.in_flight is not None:
-            wait([self.in_flight.future])
-            self.in_flight = None
+        """Lets a committing batch end before the books are rebuilt from the database; if it
+        committed, it is still acknowledged and announced (its leader executions must be copied)."""
+        if self.in_flight is None:
+            return
+        in_flight, self.in_flight = self.in_flight, None
+        wait([in_flight.future])
+        if in_flight.future.exception() is None:
+            try:
+                self.after_commit(in_flight.batch, in_flight.acks)
+            except Exception:  # its entries come again and are skipped; the catch-up copies its fills
+                log.exception("a committed batch could not be acknowledged or announced")
 
     def reject_entry(self, kind: str, pk: int) -> Batch:
         """Rejects a pending order or command that the engine cannot apply, releasing its margin."""

@@ -4,11 +4,14 @@
 indexes on order and execution ids grow at their right edge; random (version 4) ids put every
 new row on some page anywhere in the index, which costs more as the tables grow (20,000
 executions into 240,000: 170 ms, 125 ms time-ordered). They need to be unique, not secret."""
+import os
 import random
 import time
 import uuid
 
-_ids = random.Random()  # seeded once from the OS; uuid's own functions read the OS for every id
+_ids = random.Random()  # seeded from the OS; uuid's own functions read the OS for every id
+# a forked process (a Celery pool's child) would otherwise make the same ids as its siblings
+os.register_at_fork(after_in_child=_ids.seed)
 _LOW_BITS = 80  # version, 12 random bits, variant, 62 random bits
 _VERSION_7 = (0x7 << 76) | (0b10 << 62)  # version 7, RFC 4122 variant
 _CLEAR = ((1 << _LOW_BITS) - 1) & ~((0xF << 76) | (0b11 << 62))

@@ -2,9 +2,9 @@
 
 Called inside the batch's transaction. New rows go in by COPY; every other table gets one statement
 whose rows travel as one array literal per column (`unnest`), so the SQL text stays small whatever
-the batch size. Positions are locked in (account, instrument) order, then balance rows in
-primary-key order, as everywhere else in the project, so concurrent requests cannot deadlock with
-the engine. Each position is written once, with the margin its current leverage asks for.
+the batch size. Positions are locked (and missing ones created) in one pass in (account,
+instrument) order, then balance rows in primary-key order, as everywhere else in the project, so
+concurrent requests cannot deadlock with the engine. Each position is written once, with the margin its current leverage asks for.
 """
 from decimal import Decimal
 from functools import lru_cache
@@ -153,10 +153,8 @@ def _write_positions(batch: BatchWrite, balances: dict, now) -> None:
     PnL and margin are written together."""
     if not batch.positions:
         return
-    # locked in (account, instrument) order, as the copy fan-out sets followers' leverage
     positions = sorted(batch.positions, key=lambda row: (row[0], row[1]))
-    current = _lock_rows("matching_position", POSITION_KEY, [row[:2] for row in positions], "t.id, t.leverage, t.margin",
-                         "t.account_id, t.instrument_id", lambda missing: _create_flat_positions(missing, batch.terms, now))
+    current = _lock_positions([row[:2] for row in positions], batch.terms, now)
     rows = []
     for account_id, instrument_pk, qty, entry_value, realized_pnl, cum_realized_pnl, opened_at in positions:
         pk, leverage, margin = current[(account_id, instrument_pk)]
@@ -175,14 +173,24 @@ def _write_positions(batch: BatchWrite, balances: dict, now) -> None:
                        f"FROM {unnest} AS v({', '.join(n for n, _ in POSITION_WRITE)}) WHERE p.id = v.id", [now, *params])
 
 
-def _create_flat_positions(keys: list[tuple[int, int]], terms: dict, now) -> None:
+def _lock_positions(keys: list[tuple[int, int]], terms: dict, now) -> dict[tuple[int, int], tuple]:
+    """Locks the positions of sorted (account, instrument) keys, creating missing ones flat at the
+    instrument's default leverage, in ONE pass in key order: an upsert locks a row it does not
+    update as well (`WHERE FALSE`). The copy fan-out sets followers' leverage the same way and in the
+    same order, so neither waits for a row the other will only take later. -> key: (id, leverage, margin)"""
     rows = [(account_id, instrument_pk, terms[instrument_pk][2]) for account_id, instrument_pk in keys]
     unnest, params = _arrays([*POSITION_KEY, ("leverage", "numeric")], rows)
+    key_unnest, key_params = _arrays(POSITION_KEY, keys)
     with raw_cursor() as cursor:
-        cursor.execute(f"INSERT INTO matching_position (account_id, instrument_id, leverage, current_qty, entry_value, "
-                       f"realized_pnl, cum_realized_pnl, cross_margin, margin, updated_at) "
+        cursor.execute(f"INSERT INTO matching_position AS p (account_id, instrument_id, leverage, current_qty, "
+                       f"entry_value, realized_pnl, cum_realized_pnl, cross_margin, margin, updated_at) "
                        f"SELECT v.*, 0, 0, 0, 0, TRUE, 0, %s FROM {unnest} AS v "
-                       f"ON CONFLICT (account_id, instrument_id) DO NOTHING", [now, *params])
+                       f"ON CONFLICT (account_id, instrument_id) DO UPDATE SET leverage = p.leverage WHERE FALSE",
+                       [now, *params])
+        cursor.execute(f"SELECT p.account_id, p.instrument_id, p.id, p.leverage, p.margin FROM matching_position p "
+                       f"JOIN {key_unnest} AS v(account_id, instrument_id) USING (account_id, instrument_id)",
+                       key_params)
+        return {(account_id, instrument_pk): rest for account_id, instrument_pk, *rest in cursor.fetchall()}
 
 
 def _write_balances(balances: dict) -> None:
@@ -203,35 +211,23 @@ def _write_balances(balances: dict) -> None:
 
 def _lock_balances(keys: list[tuple[int, str]]) -> dict[tuple[int, str], tuple]:
     """Locks the balance rows of (account, asset) keys in primary-key order, creating the missing
-    ones first; key -> (id, amount, order margin, position margin)."""
-    return _lock_rows("accounts_balance", BALANCE_KEY, keys, "t.id, t.amount, t.order_margin, t.position_margin",
-                      "t.id", _create_balances)
-
-
-def _create_balances(keys: list[tuple[int, str]]) -> None:
-    unnest, params = _arrays(BALANCE_KEY, keys)
-    with raw_cursor() as cursor:
-        cursor.execute(f"INSERT INTO accounts_balance (account_id, asset_id, amount, order_margin, position_margin) "
-                       f"SELECT v.*, 0, 0, 0 FROM {unnest} AS v ON CONFLICT (account_id, asset_id) DO NOTHING", params)
-
-
-def _lock_rows(table: str, key: list[tuple[str, str]], keys: list[tuple], columns: str, order: str,
-               create) -> dict[tuple, tuple]:
-    """Locks the table's rows of these keys in `order` and reads their `columns` (key -> values),
-    after create(missing keys, sorted) has inserted the missing ones. Rows nearly always exist: a
+    ones first; key -> (id, amount, order margin, position margin). Rows nearly always exist: a
     plain read finds the missing keys, so the common case pays no insert. Nothing is locked before
     the insert: it may wait for another transaction inserting the same key, which must not be
     waiting for a row this one holds."""
-    names = ", ".join(name for name, _ in key)
-    unnest, params = _arrays(key, keys)
-    rows = f"FROM {table} t JOIN {unnest} AS v({names}) USING ({names})"
+    unnest, params = _arrays(BALANCE_KEY, keys)
+    rows = f"FROM accounts_balance b JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id)"
     with raw_cursor() as cursor:
-        cursor.execute(f"SELECT {names} {rows}", params)
+        cursor.execute(f"SELECT account_id, asset_id {rows}", params)
         missing = set(keys) - set(cursor.fetchall())
         if missing:
-            create(sorted(missing))
-        cursor.execute(f"SELECT {names}, {columns} {rows} ORDER BY {order} FOR NO KEY UPDATE OF t", params)
-        return {tuple(row[:len(key)]): tuple(row[len(key):]) for row in cursor.fetchall()}
+            insert, insert_params = _arrays(BALANCE_KEY, sorted(missing))
+            cursor.execute(f"INSERT INTO accounts_balance (account_id, asset_id, amount, order_margin, position_margin) "
+                           f"SELECT v.*, 0, 0, 0 FROM {insert} AS v ON CONFLICT (account_id, asset_id) DO NOTHING",
+                           insert_params)
+        cursor.execute(f"SELECT account_id, asset_id, b.id, b.amount, b.order_margin, b.position_margin {rows} "
+                       f"ORDER BY b.id FOR NO KEY UPDATE OF b", params)
+        return {(account_id, asset): tuple(rest) for account_id, asset, *rest in cursor.fetchall()}
 
 
 def _write_ledger(batch, now) -> None:

@@ -410,25 +410,32 @@ def test_two_orders_at_once_cannot_both_reserve_the_same_margin(engine_streams, 
     assert balance(account).order_margin == D("5037.5")
 
 
+def pipelined_engine_with_slow_writes(monkeypatch):
+    """An engine that commits on its writer thread, one entry per batch, each write 0.3 s: every
+    batch is matched while the one before it still commits."""
+    from matching import persistence
+    from matching.engine import Engine
+
+    write_batch = persistence.write_batch
+
+    def slow_write(rows):
+        time.sleep(0.3)
+        return write_batch(rows)
+
+    monkeypatch.setattr(persistence, "write_batch", slow_write)
+    return Engine(batch_size=1, pipelined=True)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_matched_while_its_filled_order_still_commits_finds_it_filled(engine_streams, make_trader,
                                                                               monkeypatch, caplog):
     """Pipelined, the engine matches batch N+1 while the writer thread commits batch N. A cancel in
     N+1 for an order N filled must find it filled, although the database still shows it pending:
     taken for a lost order, it would be applied a second time."""
-    from matching import persistence
-    from matching.engine import Engine
     from matching.models import OrderCommand
 
     a, b = make_trader(), make_trader()
-    engine = Engine(batch_size=1, pipelined=True)  # one entry per batch
-    write_batch = persistence.write_batch
-
-    def slow_write(rows):
-        time.sleep(0.3)  # the next batch is matched meanwhile
-        return write_batch(rows)
-
-    monkeypatch.setattr(persistence, "write_batch", slow_write)
+    engine = pipelined_engine_with_slow_writes(monkeypatch)
     ask = submit(a, side="Sell", order_qty=1_000_000, price="50000", wait=0)
     bid = submit(b, side="Buy", order_qty=1_000_000, price="50000", time_in_force="ImmediateOrCancel", wait=0)
     services.cancel_orders(orders=[bid], wait=0)  # queued right behind it
@@ -444,6 +451,67 @@ def test_a_cancel_matched_while_its_filled_order_still_commits_finds_it_filled(e
     # applied twice, its margin would be released twice: the database refuses that batch and the
     # engine rebuilds, so the outcome alone would not tell
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_order_a_command_applied_ahead_of_its_entry_is_not_applied_again(engine_streams, make_trader,
+                                                                           monkeypatch, caplog):
+    """A cancel that arrives before its order's entry applies the order first. When the order's own
+    entry follows while that batch still commits, the database still shows the order pending: it
+    must not be applied a second time (a canceled order would come back to the book)."""
+    from matching import streams
+    from matching.models import OrderCommand
+
+    a = make_trader()
+    engine = pipelined_engine_with_slow_writes(monkeypatch)
+    order = submit(a, side="Buy", order_qty=1_000_000, price="40000", wait=0)
+    services.cancel_orders(orders=[order], wait=0)
+    command = OrderCommand.objects.get(order=order)
+    streams.client().delete(streams.stream_key(LIN))  # the entries as they were sent: dropped ...
+    streams.send_commands(LIN, [("command", command.pk)])  # ... and the command's arrives first
+    streams.send_commands(LIN, [("order", order.pk)])
+    deadline = time.monotonic() + 20
+    engine.run(stop=lambda: time.monotonic() > deadline or (
+        not streams.unread([streams.stream_key(LIN)]) and engine.in_flight is None
+        and not OrderCommand.objects.filter(pk=command.pk, status=OrderCommand.Status.PENDING).exists()))
+    assert fresh(order).ord_status == OrdStatus.CANCELED
+    assert engine.states[order.instrument_id].book.depth(10) == ([], [])
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_batch_is_announced_even_when_the_next_one_fails(engine_streams, make_trader, monkeypatch):
+    """Batch N commits on the writer thread while N+1 fails to match: the books are rebuilt, and N is
+    still acknowledged and announced (its leader fills must reach the fan-out)."""
+    from matching.engine import Engine
+    from matching.signals import batch_committed
+
+    a, b = make_trader(), make_trader()
+    engine = pipelined_engine_with_slow_writes(monkeypatch)
+    ask = submit(a, side="Sell", order_qty=1_000_000, price="50000", wait=0)
+    bid = submit(b, side="Buy", order_qty=1_000_000, price="50000", wait=0)
+    announced = []
+
+    def record(sender, batch, **kwargs):
+        announced.extend(batch.applied)
+
+    batch_committed.connect(record, dispatch_uid="test.record")
+    prepare, failures = Engine.prepare, []
+
+    def prepare_failing_once(self, entries, waiting=frozenset()):
+        if ("order", bid.pk) in entries and not failures:
+            failures.append(entries)
+            raise RuntimeError("a bug")
+        return prepare(self, entries, waiting)
+
+    monkeypatch.setattr(Engine, "prepare", prepare_failing_once)
+    deadline = time.monotonic() + 20
+    try:
+        engine.run(stop=lambda: time.monotonic() > deadline or ("order", bid.pk) in announced)
+    finally:
+        batch_committed.disconnect(dispatch_uid="test.record")
+    assert failures and ("order", ask.pk) in announced and ("order", bid.pk) in announced
+    assert fresh(ask).ord_status == fresh(bid).ord_status == OrdStatus.FILLED
 
 
 def test_stream_entries_are_applied_once_and_malformed_ones_are_dropped(engine, make_trader):
