@@ -32,9 +32,11 @@ def array_text(values, sqltype: str = "bigint") -> str:
     if not isinstance(values, (list, tuple)):
         values = list(values)
     if sqltype in NUMBER_TYPES:
-        if None in values:
+        # no `None in values`: a Decimal compared with None asks numbers.Rational, an ABC, each time
+        joined = ",".join(map(str, values))
+        if "None" in joined:
             return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
-        return "{" + ",".join(map(str, values)) + "}"
+        return "{" + joined + "}"
     if sqltype == "boolean":
         return "{" + ",".join("NULL" if v is None else ("t" if v else "f") for v in values) + "}"
     if values and None not in values and all(type(v) is str for v in values):
