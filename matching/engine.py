@@ -22,8 +22,8 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from accounts.models import LedgerEntry, SystemAccount
-from config.heap import freeze_long_lived
 from accounts.services import system_account
+from config.heap import freeze_long_lived
 from matching import contracts, streams
 from matching.book import (
     BUY, CR_FOK, CR_POST_ONLY, CR_STP, CR_UNFILLED, CR_USER, EV_AMEND, EV_CANCEL, EV_FILL, EV_REST, FOK, GTC,
@@ -310,11 +310,12 @@ class Engine:
     def run(self, stop=lambda: False) -> None:
         """Applies batches until stop() is true; a failed batch is retried after a rebuild.
 
-        Pipelined (the runengine command): while a writer thread commits batch N on its own
-        connection, batch N+1 is matched in memory. The halves are about equal: matching is Python,
-        the write mostly PostgreSQL, on the other core. N's stream entries are acknowledged, its
-        requests woken and its executions announced only after its commit, and before N+1's; if it
-        fails, both are rebuilt from the database and come again from the stream."""
+        Pipelined (the runengine command): after a full batch N (a backlog), a writer thread commits
+        it on its own connection while batch N+1 is matched in memory. The halves are about equal:
+        matching is Python, the write mostly PostgreSQL, on the other core. A batch that did not
+        fill is committed before the next read. N's stream entries are acknowledged, its requests
+        woken and its executions announced only after its commit, and before N+1's; if it fails,
+        both are rebuilt from the database and come again from the stream."""
         self.stale = True
         replay = True
         if self.pipelined:
