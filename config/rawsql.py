@@ -39,9 +39,14 @@ def array_text(values, sqltype: str = "bigint") -> str:
         return "{" + joined + "}"
     if sqltype == "boolean":
         return "{" + ",".join("NULL" if v is None else ("t" if v else "f") for v in values) + "}"
-    if values and None not in values and all(type(v) is str for v in values):
-        everything = "".join(values)
-        if '"' not in everything and "\\" not in everything:  # nothing to escape: one join does it all
-            return '{"' + '","'.join(values) + '"}'
+    if sqltype == "timestamptz":  # ISO text has nothing to escape; a batch's rows share few times
+        texts = {v: '"' + v.isoformat() + '"' for v in set(values) if v is not None}
+        return "{" + ",".join(texts.get(v, "NULL") for v in values) + "}"
+    try:
+        everything = "".join(values)  # raises unless every value is text
+    except TypeError:
+        everything = None
+    if values and everything is not None and '"' not in everything and "\\" not in everything:
+        return '{"' + '","'.join(values) + '"}'  # nothing to escape: one join does it all
     return "{" + ",".join("NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
                           for v in values) + "}"
