@@ -40,7 +40,7 @@ def array_text(values, sqltype: str = "bigint") -> str:
     if sqltype == "boolean":
         return "{" + ",".join("NULL" if v is None else ("t" if v else "f") for v in values) + "}"
     if sqltype == "timestamptz":  # ISO text has nothing to escape; a batch's rows share few times
-        texts = {v: '"' + v.isoformat() + '"' for v in set(values) if v is not None}
+        texts = {v: '"' + (v if isinstance(v, str) else v.isoformat()) + '"' for v in set(values) if v is not None}
         return "{" + ",".join(texts.get(v, "NULL") for v in values) + "}"
     try:
         everything = "".join(values)  # raises unless every value is text
