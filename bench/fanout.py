@@ -3,13 +3,13 @@
     python bench/fanout.py [--followers 100 1000 10000] [--fills 3] [--json]
 
 For each size: a leader with that many followers (proportional sizing) sends --fills market orders,
-one after the other, each filling at one price. The engine process commits each, the Celery worker
-(its own process) sizes every follower's IOC order in one pass and stores them in chunks of 1,000
-(one transaction each), and the engine matches each chunk against a deep book as it arrives. Figures: from the leader's execution (as the engine stamped it,
-before committing it) to the commit of the last follower order's match, as PostgreSQL delivers
-the engine's notification of it (the median fill, and the slowest), and p50/p99 of each follower
-order's latency over all fills. Runs in a throw-away database (test_<name>) with
-its own stream prefix.
+one after the other, each filling at one price. The engine process commits each; the Celery worker
+(its own process) sizes the followers' IOC orders and stores them a chunk of 1,000 at a time (one
+transaction each), and the engine matches each chunk against a deep book as it arrives. Figures:
+from the leader's execution (as the engine stamped it, before committing it) to the commit of the
+last follower order's match, as PostgreSQL delivers the engine's notification of it (the median
+fill, and the slowest), and p50/p99 of each follower order's latency over all fills. Runs in a
+throw-away database (test_<name>) with its own stream prefix.
 """
 import argparse
 import json

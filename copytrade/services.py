@@ -280,8 +280,8 @@ def close_copy_positions(*, follow: Follow, text: str) -> None:
 # ---------- the fan-out ----------
 
 def copy_leader_executions(*, execution_ids: list[int]) -> int:
-    """Copies each leader execution to every follower: sizes all followers' orders in one pass, then
-    stores and queues them in bulk, a chunk of COPY_CHUNK at a time. Exactly once: a repeated call
+    """Copies each leader execution to every follower, a chunk of COPY_CHUNK followers at a time: each
+    chunk's orders are sized in one pass, stored in bulk and queued. Exactly once: a repeated call
     finds the orders (deterministic clOrdID) and CopiedOrder rows already there. Returns orders placed."""
     executions = (Execution.objects.select_related("instrument", "instrument__settle_asset", "account__leader")
                   .filter(pk__in=execution_ids, account__leader__status=Leader.Status.ACTIVE).order_by("pk"))
@@ -397,7 +397,7 @@ def _size_copies(execution: Execution, fill: calculations.LeaderFill, follows: l
             continue
         requests.append(_copy_request(execution.pk, execution.last_px, text, follow, order, instrument.tick_size))
         request_follows.append((follow, order))
-    _align_leverage(follows, instrument, leaders_leverage=leader_leverage, current=leverages)
+    _align_leverage(follows, instrument, leader_leverage=leader_leverage, current=leverages)
     return requests, request_follows, skipped
 
 
@@ -430,14 +430,14 @@ def slippage_bound(price: Decimal, side: str, slippage: Decimal, tick: Decimal) 
     return max((price * (1 - slippage) / tick).to_integral_value(ROUND_CEILING), 1) * tick
 
 
-def _align_leverage(follows: list[selectors.CopyingFollow], instrument: Instrument, leaders_leverage: Decimal | None,
+def _align_leverage(follows: list[selectors.CopyingFollow], instrument: Instrument, leader_leverage: Decimal | None,
                     current: dict[int, Decimal]) -> None:
     """Followers' flat positions take the follow's fixed leverage, or the leader's; only positions
     whose leverage differs (or that do not exist yet) are written."""
     rows = []
     max_leverage = instrument.max_leverage
     for follow in follows:
-        leverage = follow.leverage or leaders_leverage
+        leverage = follow.leverage or leader_leverage
         if leverage:
             leverage = min(leverage, max_leverage)
             if current.get(follow.account_id) != leverage:

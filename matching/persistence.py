@@ -4,7 +4,8 @@ Called inside the batch's transaction. New rows go in by COPY; every other table
 whose rows travel as one array literal per column (`unnest`), so the SQL text stays small whatever
 the batch size. Positions are locked (and missing ones created) in one pass in (account,
 instrument) order, then balance rows in primary-key order, as everywhere else in the project, so
-concurrent requests cannot deadlock with the engine. Each position is written once, with the margin its current leverage asks for.
+concurrent requests cannot deadlock with the engine. Each position is written once, with the
+margin its current leverage asks for.
 """
 from decimal import Decimal
 from functools import lru_cache
@@ -147,6 +148,20 @@ POSITION_WRITE = [("id", "bigint"), ("current_qty", "bigint"), ("entry_value", "
                   ("cum_realized_pnl", "numeric"), ("opened_at", "timestamptz"), ("margin", "numeric")]
 
 
+def _upsert_flat_positions(rows: list[tuple[int, int, Decimal]], new_leverage_where: str) -> None:
+    """(account, instrument, leverage), in key order: creates the missing positions flat at that
+    leverage, and gives it to existing ones where `new_leverage_where` holds. Every row is locked,
+    updated or not, in the order given."""
+    unnest, params = _arrays([*POSITION_KEY, ("leverage", "numeric")], rows)
+    with raw_cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO matching_position AS p (account_id, instrument_id, leverage, current_qty, entry_value,
+                realized_pnl, cum_realized_pnl, cross_margin, margin, updated_at)
+            SELECT v.*, 0, 0, 0, 0, TRUE, 0, now() FROM {unnest} AS v
+            ON CONFLICT (account_id, instrument_id) DO UPDATE SET leverage = EXCLUDED.leverage
+            WHERE {new_leverage_where}""", params)
+
+
 def _write_positions(batch: BatchWrite, balances: dict, now) -> None:
     """One write per position: its row is locked (created flat if new) and read, its margin follows
     from the leverage it has now (the owner may just have changed it), and quantity, entry value,
@@ -154,14 +169,15 @@ def _write_positions(batch: BatchWrite, balances: dict, now) -> None:
     if not batch.positions:
         return
     positions = sorted(batch.positions, key=lambda row: (row[0], row[1]))
-    current = _lock_positions([row[:2] for row in positions], batch.terms, now)
+    current = _lock_positions([row[:2] for row in positions], batch.terms)
     rows = []
     for account_id, instrument_pk, qty, entry_value, realized_pnl, cum_realized_pnl, opened_at in positions:
         pk, leverage, margin = current[(account_id, instrument_pk)]
         terms, asset, _ = batch.terms[instrument_pk]
         new_margin = Decimal(0)
         if qty:
-            new_margin = contracts.initial_margin(qty, contracts.avg_entry_price(qty, entry_value, terms), leverage, terms)
+            entry = contracts.avg_entry_price(qty, entry_value, terms)
+            new_margin = contracts.initial_margin(qty, entry, leverage, terms)
         if new_margin != margin:
             delta = balances.setdefault((account_id, asset), [Decimal(0), Decimal(0), Decimal(0)])
             delta[2] += new_margin - margin
@@ -173,20 +189,15 @@ def _write_positions(batch: BatchWrite, balances: dict, now) -> None:
                        f"FROM {unnest} AS v({', '.join(n for n, _ in POSITION_WRITE)}) WHERE p.id = v.id", [now, *params])
 
 
-def _lock_positions(keys: list[tuple[int, int]], terms: dict, now) -> dict[tuple[int, int], tuple]:
+def _lock_positions(keys: list[tuple[int, int]], terms: dict) -> dict[tuple[int, int], tuple]:
     """Locks the positions of sorted (account, instrument) keys, creating missing ones flat at the
     instrument's default leverage, in ONE pass in key order: an upsert locks a row it does not
     update as well (`WHERE FALSE`). The copy fan-out sets followers' leverage the same way and in the
     same order, so neither waits for a row the other will only take later. -> key: (id, leverage, margin)"""
-    rows = [(account_id, instrument_pk, terms[instrument_pk][2]) for account_id, instrument_pk in keys]
-    unnest, params = _arrays([*POSITION_KEY, ("leverage", "numeric")], rows)
+    _upsert_flat_positions([(account_id, instrument_pk, terms[instrument_pk][2]) for account_id, instrument_pk in keys],
+                           new_leverage_where="FALSE")
     key_unnest, key_params = _arrays(POSITION_KEY, keys)
     with raw_cursor() as cursor:
-        cursor.execute(f"INSERT INTO matching_position AS p (account_id, instrument_id, leverage, current_qty, "
-                       f"entry_value, realized_pnl, cum_realized_pnl, cross_margin, margin, updated_at) "
-                       f"SELECT v.*, 0, 0, 0, 0, TRUE, 0, %s FROM {unnest} AS v "
-                       f"ON CONFLICT (account_id, instrument_id) DO UPDATE SET leverage = p.leverage WHERE FALSE",
-                       [now, *params])
         cursor.execute(f"SELECT p.account_id, p.instrument_id, p.id, p.leverage, p.margin FROM matching_position p "
                        f"JOIN {key_unnest} AS v(account_id, instrument_id) USING (account_id, instrument_id)",
                        key_params)
@@ -323,13 +334,5 @@ def insert_ignoring_duplicates(table: str, columns, rows) -> None:
 
 def set_flat_position_leverage(rows: list[tuple[int, int, Decimal]]) -> None:
     """(account, instrument, leverage): sets the leverage of positions that are flat (creating them)."""
-    if not rows:
-        return
-    unnest, params = _arrays([("account_id", "bigint"), ("instrument_id", "bigint"), ("leverage", "numeric")], rows)
-    with raw_cursor() as cursor:
-        cursor.execute(f"""
-            INSERT INTO matching_position AS p (account_id, instrument_id, leverage, current_qty, entry_value,
-                realized_pnl, cum_realized_pnl, cross_margin, margin, updated_at)
-            SELECT v.*, 0, 0, 0, 0, TRUE, 0, now() FROM {unnest} AS v
-            ON CONFLICT (account_id, instrument_id) DO UPDATE SET leverage = EXCLUDED.leverage
-            WHERE p.current_qty = 0 AND p.leverage <> EXCLUDED.leverage""", params)
+    if rows:
+        _upsert_flat_positions(rows, new_leverage_where="p.current_qty = 0 AND p.leverage <> EXCLUDED.leverage")

@@ -648,3 +648,10 @@ def test_an_order_the_engine_cannot_apply_is_rejected_and_the_others_go_on(engin
     assert bad.ord_status == OrdStatus.REJECTED and "could not apply" in bad.ord_rej_reason
     assert bad.margin_reserved == 0 and balance(c).order_margin == 0
     assert fresh(ask).ord_status == fresh(bid).ord_status == OrdStatus.FILLED
+
+
+def test_runengine_refuses_a_batch_size_below_one():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--batch-size must be at least 1"):
+        call_command("runengine", batch_size=0)

@@ -1,7 +1,7 @@
 import logging
 import signal
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from matching.engine import DEFAULT_BATCH_SIZE, Engine
 
@@ -14,6 +14,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
 
     def handle(self, *args, symbols=None, batch_size=DEFAULT_BATCH_SIZE, **options):
+        if batch_size < 1:
+            raise CommandError("--batch-size must be at least 1")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
         stopping = []
         for signum in (signal.SIGTERM, signal.SIGINT):
