@@ -33,7 +33,7 @@ from matching.models import (
     Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce,
 )
 from matching import persistence, selectors
-from matching.ids import time_ordered_uuid_text
+from matching.ids import time_ordered_uuid_texts
 from matching.persistence import BatchWrite, ExecutionRow
 from matching.signals import batch_committed
 
@@ -177,6 +177,7 @@ class Batch:
     depth: dict = field(default_factory=dict)  # instrument -> its book's published depth when the batch was matched
     applied: list = field(default_factory=list)  # ("order" | "command", pk) applied by this batch
     waiting: set = field(default_factory=set)  # the applied entries whose requests wait for a reply
+    new_id: object = field(default_factory=time_ordered_uuid_texts)  # execution and match ids (UUIDv7 text)
 
     def __post_init__(self):
         self.stamp = self.now.isoformat()
@@ -207,14 +208,22 @@ class SymbolState:
         self.triggers_checked_at = object()  # the last price every conditional order was checked against
         self.next_priority = 1
         self.published_levels: dict = {}  # the L2 last sent on the channel layer (matching.publish)
+        self.ticks_of: dict[Decimal, int] = {}  # price -> ticks, for prices already checked
 
     def ticks(self, price: Decimal) -> int:
-        return contracts.price_to_ticks(price, self.terms)
+        ticks = self.ticks_of.get(price)
+        if ticks is None:  # the exact conversion costs a few Decimal operations; prices repeat
+            if len(self.ticks_of) >= 100_000:
+                self.ticks_of.clear()
+            ticks = self.ticks_of[price] = contracts.price_to_ticks(price, self.terms)
+        return ticks
 
     def lots(self, qty: int) -> int:
         return qty // self.terms.lot_size
 
     def reduce_only_orders(self) -> list[LiveOrder]:
+        if not self.reduce_only:  # checked after every order: the intersection below walks the whole book
+            return []
         self.reduce_only &= self.orders.keys()  # forget the ones that left the book
         return [self.orders[pk] for pk in self.reduce_only]
 
@@ -555,7 +564,8 @@ class Engine:
             raise
 
     def write_of(self, batch: Batch) -> BatchWrite:
-        """The batch's rows as they stand now, for persistence.write_batch."""
+        """The batch's rows as they stand now, keys taken and formatted, for persistence.write_batch. With
+        the writer thread this runs while the previous batch commits, so the writer only sends."""
         orders = [(o.pk, o.ord_status, o.leaves_qty, o.cum_qty, o.order_qty, o.cum_notional, o.avg_px, o.price,
                    o.stop_px, o.protect_price, o.triggered, o.working, o.ord_rej_reason[:200], o.text[:200],
                    o.margin_reserved, o.priority) for o in batch.orders.values()]
@@ -567,9 +577,11 @@ class Engine:
             tick = state.terms.tick_size
             prices.append((instrument_pk, state.last_price, state.last_price,
                            bid * tick if bid else None, ask * tick if ask else None))
-        return BatchWrite(orders, batch.executions, positions, batch.balances, batch.ledger, batch.system_ledger,
-                          [(pk, status, reason[:200]) for pk, (status, reason) in batch.commands.items()], prices,
-                          self.write_terms)
+        return persistence.prepare_write(
+            orders=orders, executions=batch.executions, positions=positions, balances=batch.balances,
+            ledger=batch.ledger, system_ledger=batch.system_ledger,
+            commands=[(pk, status, reason[:200]) for pk, (status, reason) in batch.commands.items()], prices=prices,
+            terms=self.write_terms)
 
     def after_commit(self, batch: Batch, acks: dict | None = None) -> None:
         """Acknowledges the stream entries, wakes waiting requests and announces the batch."""
@@ -694,9 +706,11 @@ class Engine:
               batch: Batch) -> None:
         """Both sides of one match: orders, margin, positions, an execution each, and one ledger transaction."""
         now = batch.now
-        match_id = time_ordered_uuid_text()
+        new_id = batch.new_id
+        match_id = new_id()
         instrument_pk, asset, terms = state.pk, state.asset, state.terms
         maker_fee, taker_fee = state.fees
+        value = contracts.contract_value(qty, price, terms)  # the same for both sides: their fees and positions
         for order, liquidity, rate in ((maker, ADDED, maker_fee), (taker, REMOVED, taker_fee)):
             leaves_before = order.leaves_qty
             order.leaves_qty -= qty
@@ -712,27 +726,30 @@ class Engine:
                 release = (order.margin_reserved * qty / leaves_before).quantize(state.unit, ROUND_FLOOR)
             self._release_margin(state, order, release, batch)
             batch.orders[order.pk] = order
-            position = state.position(order.account_id)
-            change = contracts.apply_fill(position.qty, position.entry_value, order.sign * qty, price, terms)
+            account_id = order.account_id
+            position = state.position(account_id)
+            change = contracts.apply_fill(position.qty, position.entry_value, qty if order.side == BUY_SIDE else -qty,
+                                          price, terms, value)
             if position.qty == 0 or change.qty == 0 or (position.qty > 0) != (change.qty > 0):
                 position.opened_at = now if change.qty else None
                 position.realized_pnl = ZERO
             position.qty, position.entry_value = change.qty, change.entry_value
-            position.realized_pnl += change.realized_pnl
-            position.cum_realized_pnl += change.realized_pnl
-            batch.positions[(instrument_pk, order.account_id)] = position
-            fee = contracts.fee(qty, price, rate, terms)
-            exec_id = time_ordered_uuid_text()
-            reference = f"execution:{exec_id}"
-            if fee:
-                self._post(batch, FEE, reference, asset, order.account_id, -fee, self.fees_account_id)
-            if change.realized_pnl:
-                self._post(batch, REALIZED_PNL, reference, asset, order.account_id, change.realized_pnl,
-                           self.clearing_account_id)
+            realized = change.realized_pnl
+            if realized:
+                position.realized_pnl += realized
+                position.cum_realized_pnl += realized
+            batch.positions[(instrument_pk, account_id)] = position
+            fee = contracts.fee_on_value(value, rate, terms)
+            exec_id = new_id()
+            if fee or realized:
+                reference = f"execution:{exec_id}"
+                if fee:
+                    self._post(batch, FEE, reference, asset, account_id, -fee, self.fees_account_id)
+                if realized:
+                    self._post(batch, REALIZED_PNL, reference, asset, account_id, realized, self.clearing_account_id)
             batch.executions.append(ExecutionRow(
-                exec_id, order.pk, order.account_id, instrument_pk, match_id, order.side, qty, price, "Trade", liquidity,
-                rate, fee, change.realized_pnl, order.leaves_qty, order.cum_qty, order.ord_status, position.qty,
-                batch.stamp))
+                exec_id, order.pk, account_id, instrument_pk, match_id, order.side, qty, price, "Trade", liquidity,
+                rate, fee, realized, order.leaves_qty, order.cum_qty, order.ord_status, position.qty, batch.stamp))
         state.last_price = price
         batch.instruments.add(instrument_pk)
 

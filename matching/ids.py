@@ -4,10 +4,12 @@
 indexes on order and execution ids grow at their right edge; random (version 4) ids put every
 new row on some page anywhere in the index, which costs more as the tables grow (20,000
 executions into 240,000: 170 ms, 125 ms time-ordered). They need to be unique, not secret."""
+import itertools
 import os
 import random
 import time
 import uuid
+from typing import Callable
 
 _ids = random.Random()  # seeded from the OS; uuid's own functions read the OS for every id
 # a forked process (a Celery pool's child) would otherwise make the same ids as its siblings
@@ -22,6 +24,16 @@ def time_ordered_uuid_text() -> str:
     long again as making it."""
     h = "%012x%020x" % (time.time_ns() // 1_000_000, (_ids.getrandbits(_LOW_BITS) & _CLEAR) | _VERSION_7)
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def time_ordered_uuid_texts() -> Callable[[], str]:
+    """A maker of version 7 UUIDs as text for one engine batch, three per fill. The millisecond and
+    26 random bits are drawn once; the last 48 bits count up from a random start (RFC 9562's
+    counter method), so each further id is one format instead of a clock read, a draw and five slices."""
+    h = "%012x%020x" % (time.time_ns() // 1_000_000, (_ids.getrandbits(_LOW_BITS) & _CLEAR) | _VERSION_7)
+    prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
+    counter = itertools.count(_ids.getrandbits(47))  # half the range: it cannot wrap in any batch
+    return lambda: f"{prefix}{next(counter):012x}"
 
 
 def time_ordered_uuid() -> uuid.UUID:

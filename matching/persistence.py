@@ -7,6 +7,7 @@ instrument) order, then balance rows in primary-key order, as everywhere else in
 concurrent requests cannot deadlock with the engine. Each position is written once, with the
 margin its current leverage asks for.
 """
+from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import NamedTuple
@@ -47,15 +48,19 @@ ORDER_COLUMNS = [
     ("order_qty", "bigint"), ("cum_notional", "numeric"), ("avg_px", "numeric"), ("price", "numeric"),
     ("stop_px", "numeric"), ("protect_price", "numeric"), ("triggered", "text"), ("working_indicator", "boolean"),
     ("ord_rej_reason", "text"), ("text", "text"), ("margin_reserved", "numeric"), ("priority", "bigint"),
-    ("updated_at", "timestamptz"),
-]  # BatchWrite.orders rows hold all but the last
+]  # and updated_at: the batch's time
 LEDGER_COLUMNS = [("transaction_id", "bigint"), ("account_id", "bigint"), ("asset_id", "text"),
                   ("amount", "numeric"), ("kind", "text"), ("reference", "text")]
 
 
+def _unnest(columns) -> str:
+    """`unnest(%s::t1[], %s::t2[], ...)`: rows sent as one array literal per column."""
+    return "unnest(" + ", ".join(f"%s::{sqltype}[]" for _, sqltype in columns) + ")"
+
+
 def _arrays(columns, rows) -> tuple[str, list]:
-    """`unnest(%s::t1[], %s::t2[], ...)` and one array literal per column."""
-    unnest = "unnest(" + ", ".join(f"%s::{sqltype}[]" for _, sqltype in columns) + ")"
+    """_unnest(columns) and the rows' array literals."""
+    unnest = _unnest(columns)
     values = zip(*rows) if rows else [() for _ in columns]
     return unnest, [array_text(column, sqltype) for column, (_, sqltype) in zip(values, columns)]
 
@@ -109,37 +114,88 @@ COMMIT_CHANNEL = "engine_batch_committed"
 
 
 class BatchWrite(NamedTuple):
-    """What one engine batch writes, as plain values taken from the engine's memory when the batch
-    is committed: writing it needs nothing of the engine or its books."""
+    """What one engine batch writes, taken from the engine's memory as plain values, with its keys
+    taken and its bulk rows already formatted (prepare_write): writing it needs nothing of the
+    engine or its books, and the writer thread only sends it."""
 
-    orders: list  # ORDER_COLUMNS rows
-    executions: list  # ExecutionRow
+    now: datetime  # when the batch was taken: its orders' updated_at and its ledger transaction's time
+    orders: list  # one array literal per ORDER_COLUMNS column
+    execution_ids: list  # the executions' primary keys, in the engine's order
+    executions: str  # COPY text of EXECUTION_COLUMNS
     positions: list  # (account, instrument, qty, entry value, realized PnL, cumulative realized PnL, opened at)
     balances: dict  # (account, asset) -> [amount, order margin, position margin] deltas
-    ledger: list  # (account, asset, amount, kind, reference)
-    system_ledger: dict  # (account, asset, kind) -> amount
+    ledger_transaction_id: int | None  # None when the batch moved no money
+    ledger: str  # COPY text of LEDGER_COLUMNS
     commands: list  # (pk, status, reason)
     prices: list  # (instrument, last price, mark price, bid, ask)
     terms: dict  # instrument -> (ContractTerms, settlement asset, default leverage), for position margin
 
 
+def copy_lines(rows, width: int) -> str:
+    """Rows in COPY's text format, for rows the engine makes itself: numbers, its own words, ids and
+    ISO times, never None and never a tab, newline or backslash. One %-format a row takes about half
+    the time of psycopg's dumping value by value (20,000 executions: 58 ms, 22-40 ms)."""
+    line = "\t".join(["%s"] * width) + "\n"
+    return "".join([line % row for row in rows])
+
+
+def prepare_write(*, orders: list, executions: list, positions: list, balances: dict, ledger: list,
+                  system_ledger: dict, commands: list, prices: list, terms: dict) -> BatchWrite:
+    """A batch's BatchWrite: keys taken from the sequences (outside any transaction is fine: an
+    unused key is only a gap) and the orders, executions and ledger entries formatted.
+
+    orders: ORDER_COLUMNS rows; executions: ExecutionRow; ledger: the traders'
+    (account, asset, amount, kind, reference); system_ledger: (account, asset, kind) -> amount, the
+    exchange accounts' other side of them, posted under the batch's own reference."""
+    now = timezone.now()
+    order_arrays = _arrays(ORDER_COLUMNS, sorted(orders))[1] if orders else []  # rows locked in key order
+    execution_ids = next_ids("matching_execution", len(executions))
+    execution_text = copy_lines([(pk, *row) for pk, row in zip(execution_ids, executions)], len(EXECUTION_COLUMNS))
+    transaction_id, ledger_text = None, ""
+    if ledger:
+        (transaction_id,) = next_ids("accounts_ledgertransaction", 1)
+        reference = f"batch:{transaction_id}"
+        ledger_text = copy_lines([(transaction_id, *entry) for entry in ledger] +
+                                 [(transaction_id, account_id, asset, amount, kind, reference)
+                                  for (account_id, asset, kind), amount in system_ledger.items() if amount],
+                                 len(LEDGER_COLUMNS))
+    return BatchWrite(now, order_arrays, execution_ids, execution_text, positions, balances, transaction_id,
+                      ledger_text, commands, prices, terms)
+
+
+def copy_text(table: str, columns, text: str) -> None:
+    """COPY of rows already in COPY's text format (copy_lines)."""
+    if not text:
+        return
+    with raw_cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({', '.join(n for n, _ in columns)}) FROM STDIN") as copy:
+            copy.write(text)
+
+
 def write_batch(batch: BatchWrite) -> list[int]:
     """Writes the batch (inside the caller's transaction); returns the executions' primary keys."""
-    now = timezone.now()
+    now = batch.now
     balances = {key: list(delta) for key, delta in batch.balances.items()}
     _write_positions(batch, balances, now)
     _write_balances(balances)
-    _write_ledger(batch, now)
-    stamp = now.isoformat()  # COPY formats a datetime per row; text goes as it is
-    update_rows("matching_order", ORDER_COLUMNS, [(*row, stamp) for row in batch.orders])
-    execution_ids = next_ids("matching_execution", len(batch.executions))
-    copy_rows("matching_execution", EXECUTION_COLUMNS, [(pk, *row) for pk, row in zip(execution_ids, batch.executions)])
+    if batch.ledger_transaction_id is not None:
+        copy_rows("accounts_ledgertransaction", [("id", "bigint"), ("created_at", "timestamptz")],
+                  [(batch.ledger_transaction_id, now)])
+        copy_text("accounts_ledgerentry", LEDGER_COLUMNS, batch.ledger)
+    if batch.orders:
+        names = [n for n, _ in ORDER_COLUMNS]
+        unnest = _unnest(ORDER_COLUMNS)
+        with raw_cursor() as cursor:
+            cursor.execute(f"UPDATE matching_order AS t SET {', '.join(f'{n} = v.{n}' for n in names[1:])}, "
+                           f"updated_at = %s FROM {unnest} AS v({', '.join(names)}) WHERE t.id = v.id",
+                           [now, *batch.orders])
+    copy_text("matching_execution", EXECUTION_COLUMNS, batch.executions)
     update_rows("matching_ordercommand", [("id", "bigint"), ("status", "text"), ("reason", "text")], batch.commands)
     update_rows("matching_instrument", [("id", "bigint"), ("last_price", "numeric"), ("mark_price", "numeric"),
                                         ("bid_price", "numeric"), ("ask_price", "numeric")], batch.prices)
     with raw_cursor() as cursor:  # delivered at commit: a listener learns when these rows became visible
-        cursor.execute("SELECT pg_notify(%s, %s)", [COMMIT_CHANNEL, stamp])
-    return execution_ids
+        cursor.execute("SELECT pg_notify(%s, %s)", [COMMIT_CHANNEL, now.isoformat()])
+    return batch.execution_ids
 
 
 POSITION_KEY = [("account_id", "bigint"), ("instrument_id", "bigint")]
@@ -239,19 +295,6 @@ def _lock_balances(keys: list[tuple[int, str]]) -> dict[tuple[int, str], tuple]:
         cursor.execute(f"SELECT account_id, asset_id, b.id, b.amount, b.order_margin, b.position_margin {rows} "
                        f"ORDER BY b.id FOR NO KEY UPDATE OF b", params)
         return {(account_id, asset): tuple(rest) for account_id, asset, *rest in cursor.fetchall()}
-
-
-def _write_ledger(batch, now) -> None:
-    """The batch's ledger transaction: every trader entry, and the exchange accounts' summed other sides."""
-    if not batch.ledger:
-        return
-    (transaction_id,) = next_ids("accounts_ledgertransaction", 1)
-    copy_rows("accounts_ledgertransaction", [("id", "bigint"), ("created_at", "timestamptz")], [(transaction_id, now)])
-    reference = f"batch:{transaction_id}"
-    copy_rows("accounts_ledgerentry", LEDGER_COLUMNS,
-              [(transaction_id, *entry) for entry in batch.ledger] +
-              [(transaction_id, account_id, asset, amount, kind, reference)
-               for (account_id, asset, kind), amount in batch.system_ledger.items() if amount])
 
 
 NEW_ORDER_COLUMNS = [

@@ -63,3 +63,34 @@ def test_ids_are_version_7_uuids_in_the_order_they_were_made():
     time.sleep(0.002)
     after = time_ordered_uuid()
     assert before.version == 7 and after > before  # a later millisecond sorts later
+
+
+def test_a_batch_makes_valid_ids_in_order_and_never_the_same_twice():
+    import uuid
+
+    from matching.ids import time_ordered_uuid_texts
+
+    first, second = time_ordered_uuid_texts(), time_ordered_uuid_texts()
+    ids = [first() for _ in range(5000)]
+    others = [second() for _ in range(5000)]
+    assert ids == sorted(ids) and len(set(ids + others)) == 10_000
+    for text in ids[:10] + others[-10:]:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+
+
+def test_copy_lines_write_what_the_engine_makes_exactly():
+    from config.rawsql import raw_cursor
+    from matching.persistence import copy_lines, copy_text
+
+    rows = [(1, D("-0E-8"), D("1E+2"), D("0.00000001"), "execution:0192f0c1-aaaa-7bbb-8ccc-1234567890ab",
+             "2026-12-02T10:00:00.123456+00:00"),
+            (2, D("-123456789.123456789012345678"), D(0), D("5E-18"), "Filled", "2026-12-02T10:00:00+00:00")]
+    columns = [("id", ""), ("a", ""), ("b", ""), ("c", ""), ("t", ""), ("at", "")]
+    with raw_cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE copied (id bigint, a numeric, b numeric, c numeric, t text, at timestamptz)")
+        copy_text("copied", columns, copy_lines(rows, len(columns)))
+        cursor.execute("SELECT id, a, b, c, t, at::text FROM copied ORDER BY id")
+        back = cursor.fetchall()
+    assert [row[:5] for row in back] == [row[:5] for row in rows]
+    assert back[0][5] == "2026-12-02 10:00:00.123456+00"
