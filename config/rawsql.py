@@ -32,11 +32,9 @@ def array_text(values, sqltype: str = "bigint") -> str:
     if not isinstance(values, (list, tuple)):
         values = list(values)
     if sqltype in NUMBER_TYPES:
-        # no `None in values`: a Decimal compared with None asks numbers.Rational, an ABC, each time
-        joined = ",".join(map(str, values))
-        if "None" in joined:
-            return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
-        return "{" + joined + "}"
+        # no `None in values`: a Decimal compared with None asks numbers.Rational, an ABC, each time;
+        # and no number's text contains "None"
+        return "{" + ",".join(map(str, values)).replace("None", "NULL") + "}"
     if sqltype == "boolean":
         return "{" + ",".join("NULL" if v is None else ("t" if v else "f") for v in values) + "}"
     if sqltype == "timestamptz":  # ISO text has nothing to escape; a batch's rows share few times

@@ -440,7 +440,12 @@ class Engine:
                 raise
             self.after_commit(batch, acks)
             return
-        rows = self.write_of(batch)  # plain values now: the next batch changes the live orders
+        try:
+            rows = self.write_of(batch)  # plain values now: the next batch changes the live orders
+        except Exception:  # it takes keys from the database: the batch is in the books, not written
+            self.stale = True
+            self.suspects = set(entries)
+            raise
         try:
             self.finish_in_flight()  # the previous batch is committed and announced before this one
         except Exception:

@@ -71,6 +71,8 @@ def next_ids(table: str, count: int) -> list[int]:
     The sequences of the tables written in bulk step by 1,000 (migration 0008): one nextval
     reserves that many keys for its caller alone (an ORM insert takes the first and leaves the
     rest), where a nextval per row cost 7 µs, 15 ms per engine batch."""
+    if count == 0:
+        return []
     step = _id_step(table)
     with raw_cursor() as cursor:
         cursor.execute(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %b)",
@@ -116,7 +118,8 @@ COMMIT_CHANNEL = "engine_batch_committed"
 class BatchWrite(NamedTuple):
     """What one engine batch writes, taken from the engine's memory as plain values, with its keys
     taken and its bulk rows already formatted (prepare_write): writing it needs nothing of the
-    engine or its books, and the writer thread only sends it."""
+    engine or its books, and the writer thread has only the positions' margins and small arrays
+    left to make."""
 
     now: datetime  # when the batch was taken: its orders' updated_at and its ledger transaction's time
     orders: list  # one array literal per ORDER_COLUMNS column
@@ -148,7 +151,7 @@ def prepare_write(*, orders: list, executions: list, positions: list, balances: 
     (account, asset, amount, kind, reference); system_ledger: (account, asset, kind) -> amount, the
     exchange accounts' other side of them, posted under the batch's own reference."""
     now = timezone.now()
-    order_arrays = _arrays(ORDER_COLUMNS, sorted(orders))[1] if orders else []  # rows locked in key order
+    order_arrays = _arrays(ORDER_COLUMNS, sorted(orders))[1] if orders else []  # key order: the join walks the index in order
     execution_ids = next_ids("matching_execution", len(executions))
     execution_text = copy_lines([(pk, *row) for pk, row in zip(execution_ids, executions)], len(EXECUTION_COLUMNS))
     transaction_id, ledger_text = None, ""

@@ -75,6 +75,8 @@ def test_realized_plus_unrealized_equals_exact_total_pnl(terms, fills, exit_tick
     for lots, ticks in fills:
         fill_qty, price = lots * 100, ticks * terms.tick_size
         change = apply_fill(qty, entry, fill_qty, price, terms)
+        # the engine passes the fill's value, computed once for both sides: the same change
+        assert apply_fill(qty, entry, fill_qty, price, terms, contract_value(fill_qty, price, terms)) == change
         qty, entry, realized = change.qty, change.entry_value, realized + change.realized_pnl
         v = Fraction(fill_qty) * Fraction(terms.contract_size)
         cash += (v / Fraction(price)) if terms.is_inverse else (-v * Fraction(price))

@@ -427,6 +427,38 @@ def pipelined_engine_with_slow_writes(monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_batch_whose_keys_cannot_be_taken_is_matched_again_after_a_rebuild(engine_streams, make_trader,
+                                                                              monkeypatch):
+    """A batch's keys are taken from the database before it is handed to the writer thread, while
+    the previous batch still commits. If that fails, the batch is in the books but will not be
+    written: the engine rebuilds and matches it again, once."""
+    from django.db import OperationalError
+
+    from matching import persistence
+
+    a, b = make_trader(), make_trader()
+    engine = pipelined_engine_with_slow_writes(monkeypatch)
+    prepare_write = persistence.prepare_write
+    calls = []
+
+    def failing_once(**rows):
+        calls.append(1)
+        if len(calls) == 2:  # the fill's batch, matched while the ask's batch commits
+            raise OperationalError("connection lost")
+        return prepare_write(**rows)
+
+    monkeypatch.setattr(persistence, "prepare_write", failing_once)
+    ask = submit(a, side="Sell", order_qty=1_000_000, price="50000", wait=0)
+    bid = submit(b, side="Buy", order_qty=1_000_000, price="50000", time_in_force="ImmediateOrCancel", wait=0)
+    deadline = time.monotonic() + 20
+    engine.run(stop=lambda: time.monotonic() > deadline or (
+        fresh(bid).ord_status != OrdStatus.PENDING_NEW and engine.in_flight is None))
+    assert len(calls) >= 3
+    assert fresh(bid).ord_status == fresh(ask).ord_status == OrdStatus.FILLED
+    assert Execution.objects.filter(order__in=[ask, bid]).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_cancel_matched_while_its_filled_order_still_commits_finds_it_filled(engine_streams, make_trader,
                                                                               monkeypatch, caplog):
     """Pipelined, the engine matches batch N+1 while the writer thread commits batch N. A cancel in
