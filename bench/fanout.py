@@ -61,8 +61,8 @@ def followers_of(leader: Leader, count: int) -> None:
                                 for u, a in zip(users, accounts)])
 
 
-def start(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"}
+def start(args: list[str], log: Path, **extra_env: str) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1", **extra_env}
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
@@ -148,7 +148,8 @@ def run(sizes: list[int], fills: int) -> dict:
         # as in the Procfile: the fan-out has a worker of its own, so a leader's statistics never delay a copy
         workers = [start([sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", queue,
                           "--concurrency", "1", "--loglevel", "WARNING", "--without-mingle", "--without-gossip",
-                          "--hostname", f"bench-{queue}-{os.getpid()}@%h"], logs / f"worker-{queue}.log")
+                          "--hostname", f"bench-{queue}-{os.getpid()}@%h"], logs / f"worker-{queue}.log",
+                         DATABASE_CONN_MAX_AGE="600")  # as the Procfile runs them
                    for queue in ("fanout", "celery")]
         with connection.cursor() as cursor:  # as autovacuum would long have done on a running exchange
             cursor.execute("VACUUM ANALYZE")

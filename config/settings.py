@@ -42,6 +42,11 @@ REDIS_URL = os.environ.get("REDIS_URL") or embedded.redis_url()
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point to PostgreSQL")
+# Seconds a connection is kept between requests or tasks (0: one per request). The Celery workers
+# keep theirs (Procfile): a copy fan-out task otherwise starts with a new PostgreSQL backend whose
+# caches are cold. The web server does not: under ASGI Django advises against persistent connections.
+DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DATABASE_CONN_MAX_AGE", "0"))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [
