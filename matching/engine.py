@@ -35,7 +35,7 @@ from matching.models import (
 from matching import persistence, selectors
 from matching.ids import time_ordered_uuid_texts
 from matching.persistence import BatchWrite, ExecutionRow
-from matching.signals import batch_committed
+from matching.signals import batch_committed, engine_started
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +327,7 @@ class Engine:
         both are rebuilt from the database and come again from the stream."""
         self.stale = True
         replay = True
+        engine_started.send_robust(sender=Engine, engine=self)  # a failing receiver must not stop the engine
         if self.pipelined:
             self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine-writer")
         try:

@@ -209,3 +209,65 @@ def test_embedded_servers_start_once_and_are_shared_by_every_process(embedded_da
     assert embedded_data_dir in database_url
     assert redis_url.startswith("unix://") and embedded_data_dir in redis_url
     assert all(seen == later for seen in together), "one PostgreSQL and one Redis for all"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_keeps_its_database_connection_between_tasks_until_it_is_too_old():
+    """Celery would close it after every task; the workers keep it for CONN_MAX_AGE (the Procfile
+    gives them 600 s), so a copy fan-out does not start on a new PostgreSQL backend."""
+    from types import SimpleNamespace
+
+    from celery.signals import task_prerun
+
+    class Task:
+        def __init__(self, eager: bool):
+            self.request = SimpleNamespace(is_eager=eager)
+
+    def backend_after_a_task(max_age: int, eager: bool = False) -> tuple[int, int | None]:
+        connection.close()
+        connection.settings_dict["CONN_MAX_AGE"] = max_age
+        connection.ensure_connection()
+        before = connection.connection.info.backend_pid
+        task_prerun.send(sender=Task(eager), task_id="t", task=None)
+        return before, connection.connection.info.backend_pid if connection.connection else None
+
+    saved = connection.settings_dict["CONN_MAX_AGE"]
+    try:
+        kept, again = backend_after_a_task(600)
+        assert again == kept
+        assert backend_after_a_task(0)[1] is None  # Django's default: one connection per task
+        kept, again = backend_after_a_task(0, eager=True)  # inside the caller's own request: left alone
+        assert again == kept
+    finally:
+        connection.settings_dict["CONN_MAX_AGE"] = saved
+        connection.close()
+
+
+def test_the_engine_connects_to_the_celery_broker_as_it_starts(monkeypatch):
+    """The first task a process sends connects it to the broker (30-35 ms): the engine does that as it
+    starts, not at the first leader fill; a broker that is down does not stop it."""
+    from copytrade.tasks import fan_out
+    from matching.engine import Engine
+    from matching.signals import engine_started
+
+    calls = []
+
+    class Connection:
+        def ensure_connection(self, **options):
+            calls.append(options)
+            if len(calls) > 1:
+                raise ConnectionRefusedError("the broker is down")
+
+    class Producer:
+        connection = Connection()
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(fan_out.app, "producer_or_acquire", lambda *args, **kwargs: Producer())
+    for _ in range(2):  # connected, then refused: the engine goes on either way
+        assert [error for _, error in engine_started.send_robust(sender=Engine, engine=None)] == [None]
+    assert calls == [{"max_retries": 1}] * 2
