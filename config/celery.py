@@ -2,7 +2,7 @@
 import os
 
 from celery import Celery
-from celery.signals import task_prerun, worker_init, worker_process_init
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init
 
 from config.heap import freeze_long_lived
 
@@ -23,10 +23,12 @@ def _freeze_heap(**kwargs) -> None:
 
 
 @task_prerun.connect
+@task_postrun.connect
 def _drop_old_connections(sender=None, **kwargs) -> None:
-    """Before each task, as before each web request: a connection older than CONN_MAX_AGE, or broken,
-    is closed and the next query opens one (settings: CELERY_DB_REUSE_MAX keeps Celery's hands off).
-    Not for a task run eagerly inside the caller's own request or transaction."""
+    """Before and after each task, as around each web request: a connection older than CONN_MAX_AGE,
+    or broken, is closed and the next query opens one (settings: CELERY_DB_REUSE_MAX, so that Celery
+    itself closes it only every 500 tasks). Not for a task run eagerly inside the caller's own
+    request or transaction."""
     if getattr(getattr(sender, "request", None), "is_eager", False):
         return
     from django.db import close_old_connections

@@ -6,6 +6,7 @@ from django.db import connection
 def raw_cursor() -> psycopg.Cursor:
     """A cursor of the connection Django's transaction runs on (Django's own cursor wrapper
     converts each parameter and row once more)."""
+    connection.close_if_health_check_failed()  # as Django's own cursors do: a kept connection may be dead
     connection.ensure_connection()
     return psycopg.Cursor(connection.connection)
 

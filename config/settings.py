@@ -44,7 +44,7 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point to PostgreSQL")
 # Seconds a connection is kept between requests or tasks (0: one per request). The Celery workers
 # keep theirs (Procfile): a copy fan-out task otherwise starts on a new PostgreSQL backend (its first
-# query 9-13 ms slower). The web server does not: under ASGI Django advises against persistent connections.
+# query 7-9 ms slower). The web server does not: under ASGI Django advises against persistent connections.
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DATABASE_CONN_MAX_AGE", "0"))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -146,9 +146,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Celery closes a worker's database connection after every task unless it may keep it for this many;
-# before each task config/celery.py drops it by Django's own rule instead (older than CONN_MAX_AGE, or
-# broken), as a web request would
+# Celery closes a worker's database connection after every task unless it may keep it for this many
+# tasks; around each task config/celery.py drops it by Django's own rule instead (older than
+# CONN_MAX_AGE, or broken), as around a web request
 CELERY_DB_REUSE_MAX = 500
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = CELERY_RESULT_SERIALIZER = "json"

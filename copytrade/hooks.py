@@ -45,6 +45,6 @@ def connect_to_broker(sender, **kwargs) -> None:
 
     try:
         with fan_out.app.producer_or_acquire() as producer:
-            producer.connection.ensure_connection(max_retries=1)
+            producer.connection.ensure_connection(max_retries=0)  # one attempt
     except Exception:  # the first fan-out connects, as before
         log.warning("could not connect to the Celery broker yet", exc_info=True)

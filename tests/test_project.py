@@ -213,11 +213,16 @@ def test_embedded_servers_start_once_and_are_shared_by_every_process(embedded_da
 
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_keeps_its_database_connection_between_tasks_until_it_is_too_old():
-    """Celery would close it after every task; the workers keep it for CONN_MAX_AGE (the Procfile
-    gives them 600 s), so a copy fan-out does not start on a new PostgreSQL backend."""
+    """Celery's Django fix-up would close it after every task; the workers keep it for CONN_MAX_AGE
+    (the Procfile gives them 600 s), so a copy fan-out does not start on a new PostgreSQL backend."""
     from types import SimpleNamespace
 
-    from celery.signals import task_prerun
+    from celery.fixups.django import DjangoWorkerFixup
+    from celery.signals import task_postrun, task_prerun
+
+    from config.celery import app
+
+    fixup = DjangoWorkerFixup(app)  # what a worker installs around every task
 
     class Task:
         def __init__(self, eager: bool):
@@ -228,7 +233,11 @@ def test_a_worker_keeps_its_database_connection_between_tasks_until_it_is_too_ol
         connection.settings_dict["CONN_MAX_AGE"] = max_age
         connection.ensure_connection()
         before = connection.connection.info.backend_pid
-        task_prerun.send(sender=Task(eager), task_id="t", task=None)
+        task = Task(eager)
+        fixup.on_task_prerun(sender=task)
+        task_prerun.send(sender=task, task_id="t", task=task)
+        fixup.on_task_postrun(sender=task)
+        task_postrun.send(sender=task, task_id="t", task=task)
         return before, connection.connection.info.backend_pid if connection.connection else None
 
     saved = connection.settings_dict["CONN_MAX_AGE"]
@@ -243,12 +252,10 @@ def test_a_worker_keeps_its_database_connection_between_tasks_until_it_is_too_ol
         connection.close()
 
 
-def test_the_engine_connects_to_the_celery_broker_as_it_starts(monkeypatch):
+def test_the_engine_connects_to_the_celery_broker_as_it_starts(engine, monkeypatch):
     """The first task a process sends connects it to the broker (30-35 ms): the engine does that as it
     starts, not at the first leader fill; a broker that is down does not stop it."""
     from copytrade.tasks import fan_out
-    from matching.engine import Engine
-    from matching.signals import engine_started
 
     calls = []
 
@@ -269,5 +276,5 @@ def test_the_engine_connects_to_the_celery_broker_as_it_starts(monkeypatch):
 
     monkeypatch.setattr(fan_out.app, "producer_or_acquire", lambda *args, **kwargs: Producer())
     for _ in range(2):  # connected, then refused: the engine goes on either way
-        assert [error for _, error in engine_started.send_robust(sender=Engine, engine=None)] == [None]
-    assert calls == [{"max_retries": 1}] * 2
+        engine.run(stop=lambda: True)
+    assert calls == [{"max_retries": 0}] * 2
