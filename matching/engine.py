@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
+from typing import Callable
 
 import redis
 from django.conf import settings
@@ -177,7 +178,7 @@ class Batch:
     depth: dict = field(default_factory=dict)  # instrument -> its book's published depth when the batch was matched
     applied: list = field(default_factory=list)  # ("order" | "command", pk) applied by this batch
     waiting: set = field(default_factory=set)  # the applied entries whose requests wait for a reply
-    new_id: object = field(default_factory=time_ordered_uuid_texts)  # execution and match ids (UUIDv7 text)
+    new_id: Callable[[], str] = field(default_factory=time_ordered_uuid_texts)  # execution and match ids (UUIDv7 text)
 
     def __post_init__(self):
         self.stamp = self.now.isoformat()
@@ -570,8 +571,9 @@ class Engine:
             raise
 
     def write_of(self, batch: Batch) -> BatchWrite:
-        """The batch's rows as they stand now, keys taken and formatted, for persistence.write_batch. With
-        the writer thread this runs while the previous batch commits, so the writer only sends."""
+        """The batch's rows as they stand now, keys taken and bulk rows formatted, for
+        persistence.write_batch. With the writer thread this runs while the previous batch commits,
+        so the writer mostly sends."""
         orders = [(o.pk, o.ord_status, o.leaves_qty, o.cum_qty, o.order_qty, o.cum_notional, o.avg_px, o.price,
                    o.stop_px, o.protect_price, o.triggered, o.working, o.ord_rej_reason[:200], o.text[:200],
                    o.margin_reserved, o.priority) for o in batch.orders.values()]

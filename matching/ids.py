@@ -30,8 +30,7 @@ def time_ordered_uuid_texts() -> Callable[[], str]:
     """A maker of version 7 UUIDs as text for one engine batch, three per fill. The millisecond and
     26 random bits are drawn once; the last 48 bits count up from a random start (RFC 9562's
     counter method), so each further id is one format instead of a clock read, a draw and five slices."""
-    h = "%012x%020x" % (time.time_ns() // 1_000_000, (_ids.getrandbits(_LOW_BITS) & _CLEAR) | _VERSION_7)
-    prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
+    prefix = time_ordered_uuid_text()[:24]  # all but the last group of 12 hex digits
     counter = itertools.count(_ids.getrandbits(47))  # half the range: it cannot wrap in any batch
     return lambda: f"{prefix}{next(counter):012x}"
 

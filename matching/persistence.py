@@ -101,14 +101,18 @@ def copy_rows(table: str, columns, rows) -> None:
 
 def update_rows(table: str, columns, rows) -> None:
     """UPDATE table SET columns FROM the rows, matched on the first column (one statement, each column one array)."""
-    if not rows:
-        return
+    if rows:
+        update_arrays(table, columns, _arrays(columns, rows)[1])
+
+
+def update_arrays(table: str, columns, arrays: list[str], **also) -> None:
+    """update_rows with the rows already as one array literal per column; `also` sets further
+    columns to one value for every row."""
     names = [n for n, _ in columns]
-    unnest, params = _arrays(columns, rows)
-    assignments = ", ".join(f"{n} = v.{n}" for n in names[1:])
+    assignments = ", ".join([f"{n} = v.{n}" for n in names[1:]] + [f"{n} = %s" for n in also])
     with raw_cursor() as cursor:
-        cursor.execute(f"UPDATE {table} AS t SET {assignments} FROM {unnest} AS v({', '.join(names)}) "
-                       f"WHERE t.{names[0]} = v.{names[0]}", params)
+        cursor.execute(f"UPDATE {table} AS t SET {assignments} FROM {_unnest(columns)} AS v({', '.join(names)}) "
+                       f"WHERE t.{names[0]} = v.{names[0]}", [*also.values(), *arrays])
 
 
 # PostgreSQL notifies this channel as each batch commits, with the batch's time (its orders' updated_at)
@@ -151,7 +155,8 @@ def prepare_write(*, orders: list, executions: list, positions: list, balances: 
     (account, asset, amount, kind, reference); system_ledger: (account, asset, kind) -> amount, the
     exchange accounts' other side of them, posted under the batch's own reference."""
     now = timezone.now()
-    order_arrays = _arrays(ORDER_COLUMNS, sorted(orders))[1] if orders else []  # key order: the join walks the index in order
+    # in key order: the update's join then walks the index in order
+    order_arrays = _arrays(ORDER_COLUMNS, sorted(orders))[1] if orders else []
     execution_ids = next_ids("matching_execution", len(executions))
     execution_text = copy_lines([(pk, *row) for pk, row in zip(execution_ids, executions)], len(EXECUTION_COLUMNS))
     transaction_id, ledger_text = None, ""
@@ -186,12 +191,7 @@ def write_batch(batch: BatchWrite) -> list[int]:
                   [(batch.ledger_transaction_id, now)])
         copy_text("accounts_ledgerentry", LEDGER_COLUMNS, batch.ledger)
     if batch.orders:
-        names = [n for n, _ in ORDER_COLUMNS]
-        unnest = _unnest(ORDER_COLUMNS)
-        with raw_cursor() as cursor:
-            cursor.execute(f"UPDATE matching_order AS t SET {', '.join(f'{n} = v.{n}' for n in names[1:])}, "
-                           f"updated_at = %s FROM {unnest} AS v({', '.join(names)}) WHERE t.id = v.id",
-                           [now, *batch.orders])
+        update_arrays("matching_order", ORDER_COLUMNS, batch.orders, updated_at=now)
     copy_text("matching_execution", EXECUTION_COLUMNS, batch.executions)
     update_rows("matching_ordercommand", [("id", "bigint"), ("status", "text"), ("reason", "text")], batch.commands)
     update_rows("matching_instrument", [("id", "bigint"), ("last_price", "numeric"), ("mark_price", "numeric"),
@@ -241,11 +241,7 @@ def _write_positions(batch: BatchWrite, balances: dict, now) -> None:
             delta = balances.setdefault((account_id, asset), [Decimal(0), Decimal(0), Decimal(0)])
             delta[2] += new_margin - margin
         rows.append((pk, qty, entry_value, realized_pnl, cum_realized_pnl, opened_at, new_margin))
-    unnest, params = _arrays(POSITION_WRITE, rows)
-    assignments = ", ".join(f"{name} = v.{name}" for name, _ in POSITION_WRITE[1:])
-    with raw_cursor() as cursor:
-        cursor.execute(f"UPDATE matching_position AS p SET {assignments}, updated_at = %s "
-                       f"FROM {unnest} AS v({', '.join(n for n, _ in POSITION_WRITE)}) WHERE p.id = v.id", [now, *params])
+    update_arrays("matching_position", POSITION_WRITE, _arrays(POSITION_WRITE, rows)[1], updated_at=now)
 
 
 def _lock_positions(keys: list[tuple[int, int]], terms: dict) -> dict[tuple[int, int], tuple]:
