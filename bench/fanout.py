@@ -66,12 +66,17 @@ def start(args: list[str], log: Path, **extra_env: str) -> subprocess.Popen:
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
-def wait_for(condition, timeout: float, what) -> None:
+def wait_for(condition, timeout: float, what, every: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what() if callable(what) else what}")
-        time.sleep(0.02)
+        time.sleep(every)
+
+
+# The figures come from the commit times, not from when this process notices the end: it looks
+# seldom, as its queries over ten thousand orders would take a core from the worker and engine.
+FAN_OUT_POLL = 0.25
 
 
 LEADER_QTY = 100_000_000
@@ -91,10 +96,10 @@ def copy_one_fill(leader: Leader, maker: Account, count: int, last_pk: int, cloc
         Order.objects.get(pk=order.pk)))
     execution = executions.get()
     copied = CopiedOrder.objects.filter(leader_execution=execution)
-    wait_for(lambda: copied.count() == count, 300, "the fan-out")
+    wait_for(lambda: copied.count() == count, 300, "the fan-out", every=FAN_OUT_POLL)
     follower_orders = Order.objects.filter(pk__in=copied.exclude(order=None).values("order_id"))
     wait_for(lambda: not follower_orders.filter(ord_status=OrdStatus.PENDING_NEW).exists(), 300,
-             "the engine to apply the copies")
+             "the engine to apply the copies", every=FAN_OUT_POLL)
     start = execution.created_at.timestamp()  # when the leader's batch was matched, before its commit
     return execution.pk, {
         "done": [at - start for at in clock.commit_times(follower_orders).values()],

@@ -15,7 +15,7 @@ from matching import persistence
 from matching import selectors as trading_selectors
 from matching.contracts import ContractTerms
 from matching.models import OPEN_STATUSES, Execution, Instrument, Order, OrdType, Position, Side, TimeInForce
-from matching.services import BulkOrder, cancel_orders, submit_orders_bulk
+from matching.services import BulkOrder, cancel_orders, lock_accounts, submit_orders_bulk
 
 log = logging.getLogger(__name__)
 MAX_PROFIT_SHARE = Decimal("0.30")
@@ -345,19 +345,19 @@ def _copy_execution(execution: Execution) -> int:
                                    .get(leader.account_id, Decimal(0)))
     leader_leverage = (Position.objects.filter(account_id=execution.account_id, instrument=instrument)
                        .values_list("leverage", flat=True).first())
-    # A chunk of followers at a time is read, sized, stored and queued, each chunk's orders and
-    # records in one transaction: the engine matches the first chunk while the next is prepared
-    # (10,000 followers: 1.43 s to the last match in one transaction, 1.17-1.27 s in chunks of
-    # 1,000 sized all at once). A task that stops between chunks is delivered again and finds the
-    # stored ones by their clOrdIDs.
+    # A chunk of followers at a time is read, sized, stored and queued, each chunk in one transaction:
+    # the engine matches the first chunk while the next is prepared (10,000 followers: 1.43 s to the
+    # last match in one transaction, 1.17-1.27 s in chunks of 1,000 sized all at once). A task that
+    # stops between chunks is delivered again and finds the stored ones by their clOrdIDs.
     chunks = [candidates[i:i + COPY_CHUNK] for i in range(0, len(candidates), COPY_CHUNK)] or [[]]
     request_follows, results = [], []
     for number, chunk in enumerate(chunks):
-        requests, chunk_follows, chunk_skipped = _size_copies(execution, fill, chunk, instrument, leader_leverage)
-        if number == 0:
-            chunk_skipped = skipped + chunk_skipped
         with transaction.atomic():
-            placed = submit_orders_bulk(instrument=instrument, orders=requests)
+            requests, chunk_follows, chunk_skipped, accounts = _size_copies(execution, fill, chunk, instrument,
+                                                                            leader_leverage)
+            if number == 0:
+                chunk_skipped = skipped + chunk_skipped
+            placed = submit_orders_bulk(instrument=instrument, orders=requests, accounts=accounts)
             rows = [(f.pk, execution.pk, reduce_only, None, side, qty, CopiedOrder.Status.SKIPPED, reason[:200], now)
                     for f, reason, side, qty, reduce_only in chunk_skipped]
             for (follow, order), result in zip(chunk_follows, placed):
@@ -375,16 +375,23 @@ def _copy_execution(execution: Execution) -> int:
 
 def _size_copies(execution: Execution, fill: calculations.LeaderFill, follows: list[selectors.CopyingFollow],
                  instrument: Instrument, leader_leverage: Decimal | None):
-    """The follows' orders for the leader's fill, in one pass: (requests, (follow, sized order) of
-    each request, (follow, reason, side, qty, reduce-only) of each follow sized to nothing).
-    Their flat positions take the leverage they will copy at first."""
-    accounts = [f.account_id for f in follows]
-    equities = selectors.equities(account_ids=accounts, asset=instrument.settle_asset_id)
-    positions, leverages = trading_selectors.positions_and_leverages(instrument=instrument, account_ids=accounts)
+    """The follows' orders for the leader's fill, in one pass, in the caller's transaction: (requests,
+    (follow, sized order) of each request, (follow, reason, side, qty, reduce-only) of each follow
+    sized to nothing, the accounts locked for the margin check). Positions are read once; flat ones
+    take the leverage they will copy at; then the balances are locked (the engine's order), so that
+    the sizing and the margin check see the same equity."""
+    if not follows:
+        return [], [], [], None
+    account_ids = [f.account_id for f in follows]
+    positions = trading_selectors.account_positions(instrument=instrument, account_ids=account_ids)
+    _align_leverage(follows, instrument, leader_leverage=leader_leverage, current=positions.leverages)
+    accounts = lock_accounts(instrument=instrument, account_ids=account_ids, positions=positions)
+    wallets, unrealized = accounts.balances, positions.unrealized
     terms: ContractTerms = instrument.terms
     sized = calculations.follower_quantities(fill, [calculations.FollowTerms(
         follow_id=f.pk, mode=f.sizing, ratio=f.ratio, fixed_notional=f.fixed_notional,
-        equity=equities.get(f.account_id, Decimal(0)), position=positions.get(f.account_id, 0),
+        equity=wallets[f.account_id][0] + unrealized.get(f.account_id, Decimal(0)),
+        position=positions.quantities.get(f.account_id, 0),
         max_order_notional=f.max_order_notional, max_position_notional=f.max_position_notional)
         for f in follows], instrument.lot_size, terms)
     by_pk = {f.pk: f for f in follows}
@@ -397,8 +404,7 @@ def _size_copies(execution: Execution, fill: calculations.LeaderFill, follows: l
             continue
         requests.append(_copy_request(execution.pk, execution.last_px, text, follow, order, instrument.tick_size))
         request_follows.append((follow, order))
-    _align_leverage(follows, instrument, leader_leverage=leader_leverage, current=leverages)
-    return requests, request_follows, skipped
+    return requests, request_follows, skipped, accounts
 
 
 COPY_CHUNK = 1_000
@@ -433,7 +439,7 @@ def slippage_bound(price: Decimal, side: str, slippage: Decimal, tick: Decimal) 
 def _align_leverage(follows: list[selectors.CopyingFollow], instrument: Instrument, leader_leverage: Decimal | None,
                     current: dict[int, Decimal]) -> None:
     """Followers' flat positions take the follow's fixed leverage, or the leader's; only positions
-    whose leverage differs (or that do not exist yet) are written."""
+    whose leverage differs (or that do not exist yet) are written, and `current` learns their new one."""
     rows = []
     max_leverage = instrument.max_leverage
     for follow in follows:
@@ -442,7 +448,9 @@ def _align_leverage(follows: list[selectors.CopyingFollow], instrument: Instrume
             leverage = min(leverage, max_leverage)
             if current.get(follow.account_id) != leverage:
                 rows.append((follow.account_id, instrument.pk, leverage))
-    persistence.set_flat_position_leverage(sorted(rows))  # in the engine's lock order: no deadlock
+    # in the engine's lock order (positions by key, then balances): no deadlock
+    for account_id, _, leverage in persistence.set_flat_position_leverage(sorted(rows)):
+        current[account_id] = leverage
 
 
 def _protect_positions(execution: Execution, request_follows, results, instrument: Instrument) -> None:

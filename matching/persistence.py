@@ -207,10 +207,10 @@ POSITION_WRITE = [("id", "bigint"), ("current_qty", "bigint"), ("entry_value", "
                   ("cum_realized_pnl", "numeric"), ("opened_at", "timestamptz"), ("margin", "numeric")]
 
 
-def _upsert_flat_positions(rows: list[tuple[int, int, Decimal]], new_leverage_where: str) -> None:
+def _upsert_flat_positions(rows: list[tuple[int, int, Decimal]], new_leverage_where: str) -> list[tuple]:
     """(account, instrument, leverage), in key order: creates the missing positions flat at that
     leverage, and gives it to existing ones where `new_leverage_where` holds. Every row is locked,
-    updated or not, in the order given."""
+    updated or not, in the order given. Returns the rows created or changed, as given."""
     unnest, params = _arrays([*POSITION_KEY, ("leverage", "numeric")], rows)
     with raw_cursor() as cursor:
         cursor.execute(f"""
@@ -218,7 +218,8 @@ def _upsert_flat_positions(rows: list[tuple[int, int, Decimal]], new_leverage_wh
                 realized_pnl, cum_realized_pnl, cross_margin, margin, updated_at)
             SELECT v.*, 0, 0, 0, 0, TRUE, 0, now() FROM {unnest} AS v
             ON CONFLICT (account_id, instrument_id) DO UPDATE SET leverage = EXCLUDED.leverage
-            WHERE {new_leverage_where}""", params)
+            WHERE {new_leverage_where} RETURNING p.account_id, p.instrument_id, p.leverage""", params)
+        return cursor.fetchall()
 
 
 def _write_positions(batch: BatchWrite, balances: dict, now) -> None:
@@ -374,7 +375,9 @@ def insert_ignoring_duplicates(table: str, columns, rows) -> None:
                        f"ON CONFLICT DO NOTHING", params)
 
 
-def set_flat_position_leverage(rows: list[tuple[int, int, Decimal]]) -> None:
-    """(account, instrument, leverage): sets the leverage of positions that are flat (creating them)."""
-    if rows:
-        _upsert_flat_positions(rows, new_leverage_where="p.current_qty = 0 AND p.leverage <> EXCLUDED.leverage")
+def set_flat_position_leverage(rows: list[tuple[int, int, Decimal]]) -> list[tuple[int, int, Decimal]]:
+    """(account, instrument, leverage): sets the leverage of positions that are flat (creating them);
+    returns the rows it set."""
+    if not rows:
+        return []
+    return _upsert_flat_positions(rows, new_leverage_where="p.current_qty = 0 AND p.leverage <> EXCLUDED.leverage")

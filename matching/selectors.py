@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from itertools import zip_longest
+from typing import NamedTuple
 
 from django.apps import apps
 from django.db import connection
@@ -17,15 +18,29 @@ from matching import contracts
 from matching.models import OPEN_STATUSES, Execution, Instrument, Order, OrdStatus, Position, Side
 
 
-def positions_and_leverages(*, instrument, account_ids) -> tuple[dict[int, int], dict[int, Decimal]]:
-    """Each account's position quantity and leverage on the instrument (accounts without a position
-    are absent from both)."""
-    positions, leverages = {}, {}
-    for account_id, qty, leverage in fetch_all(
-            "SELECT account_id, current_qty, leverage FROM matching_position "
-            "WHERE instrument_id = %s AND account_id = ANY(%s::bigint[])", [instrument.pk, array_text(account_ids)]):
-        positions[account_id], leverages[account_id] = qty, leverage
-    return positions, leverages
+class AccountPositions(NamedTuple):
+    """What an order check reads of many accounts' positions, in one query: quantity and leverage
+    on one instrument (absent where there is no position), and unrealized PnL over every instrument
+    settled in the same asset."""
+
+    quantities: dict[int, int]
+    leverages: dict[int, Decimal]
+    unrealized: dict[int, Decimal]
+
+
+def account_positions(*, instrument, account_ids) -> AccountPositions:
+    quantities, leverages, unrealized = {}, {}, {}
+    marks = _marks(instrument.settle_asset_id)
+    for account_id, instrument_pk, qty, leverage, entry_value, cross_margin, margin in fetch_all(
+            "SELECT account_id, instrument_id, current_qty, leverage, entry_value, cross_margin, margin "
+            "FROM matching_position WHERE account_id = ANY(%s::bigint[]) AND instrument_id = ANY(%s::bigint[])",
+            [array_text(account_ids), array_text(marks)]):
+        if instrument_pk == instrument.pk:
+            quantities[account_id], leverages[account_id] = qty, leverage
+        if qty:
+            pnl = _wallet_pnl(qty, entry_value, cross_margin, margin, *marks[instrument_pk])
+            unrealized[account_id] = unrealized.get(account_id, Decimal(0)) + pnl
+    return AccountPositions(quantities, leverages, unrealized)
 
 
 def engine_positions(instrument_pk: int):
@@ -35,21 +50,25 @@ def engine_positions(instrument_pk: int):
             .values_list("account_id", "current_qty", "entry_value", "realized_pnl", "cum_realized_pnl", "opened_at"))
 
 
+def _marks(asset_code: str) -> dict[int, tuple[Decimal | None, contracts.ContractTerms]]:
+    """instrument pk -> (mark price, contract terms) of the instruments settled in asset_code."""
+    return {i.pk: (i.mark_price or i.last_price, i.terms)
+            for i in Instrument.objects.select_related("settle_asset").filter(settle_asset_id=asset_code)}
+
+
 def unrealized_pnl_by_account(*, account_ids, asset_code: str) -> dict[int, Decimal]:
     """Unrealized PnL at the mark price of each account's open positions settled in asset_code.
     Positions are read as plain rows and instruments once: a copy fan-out asks for ten thousand
     accounts, where model instances cost seconds."""
-    instruments = {i.pk: i for i in Instrument.objects.select_related("settle_asset").filter(settle_asset_id=asset_code)}
+    marks = _marks(asset_code)
     totals: dict[int, Decimal] = {}
-    if not instruments:
+    if not marks:
         return totals
     positions = fetch_all("SELECT account_id, instrument_id, current_qty, entry_value, cross_margin, margin "
                           "FROM matching_position WHERE account_id = ANY(%s::bigint[]) AND instrument_id = ANY(%s::bigint[]) "
-                          "AND current_qty <> 0", [array_text(account_ids), array_text(instruments)])
-    marks = {pk: (i.mark_price or i.last_price, i.terms) for pk, i in instruments.items()}
+                          "AND current_qty <> 0", [array_text(account_ids), array_text(marks)])
     for account_id, instrument_pk, qty, entry_value, cross_margin, margin in positions:
-        mark, terms = marks[instrument_pk]
-        pnl = _wallet_pnl(qty, entry_value, cross_margin, margin, mark, terms)
+        pnl = _wallet_pnl(qty, entry_value, cross_margin, margin, *marks[instrument_pk])
         totals[account_id] = totals.get(account_id, Decimal(0)) + pnl
     return totals
 

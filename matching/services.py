@@ -466,22 +466,44 @@ class BulkResult(NamedTuple):
 INSUFFICIENT = "Account has insufficient Available Balance"
 
 
-def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder]) -> list[BulkResult]:
+class LockedAccounts(NamedTuple):
+    """What a bulk order check knows of its accounts: their balance rows in the settlement asset,
+    locked by this transaction (amount, order margin, position margin), and their positions."""
+    balances: dict[int, tuple[Decimal, Decimal, Decimal]]
+    positions: selectors.AccountPositions
+
+
+def lock_accounts(*, instrument: Instrument, account_ids, positions: selectors.AccountPositions | None = None
+                  ) -> LockedAccounts:
+    """Locks the accounts' balance rows (creating missing ones) in the caller's transaction and reads
+    their positions, unless the caller has: a position writer locks positions before balances."""
+    accounts = sorted(set(account_ids))
+    balances = persistence.lock_balance_rows([(a, instrument.settle_asset_id) for a in accounts])
+    if positions is None:
+        positions = selectors.account_positions(instrument=instrument, account_ids=accounts)
+    return LockedAccounts(balances, positions)
+
+
+def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder],
+                       accounts: LockedAccounts | None = None) -> list[BulkResult]:
     """Stores many orders of one instrument in ONE transaction and queues them in one stream write.
 
     Margin is checked and reserved per account as in submit_order; an order the account cannot
     afford is refused with BitMEX's message, the others go on. An order whose clOrdID the account
-    already used is not stored again: its result points at the existing order."""
+    already used is not stored again: its result points at the existing order. A caller that has
+    locked the accounts in its own transaction (lock_accounts) passes them."""
     if not orders:
         return []
     asset = instrument.settle_asset_id
     now = timezone.now()
     with transaction.atomic():
-        accounts = sorted({o.account_id for o in orders})
-        balances = persistence.lock_balance_rows([(a, asset) for a in accounts])  # before the clOrdID check
+        if accounts is None:
+            accounts = lock_accounts(instrument=instrument, account_ids=[o.account_id for o in orders])
+        elif not accounts.balances.keys() >= {o.account_id for o in orders}:
+            raise ValueError("every order's account must be locked")
+        balances = accounts.balances  # locked before the clOrdID check
         existing = persistence.existing_cl_ord_ids([(o.account_id, o.cl_ord_id) for o in orders])
-        positions, leverages = selectors.positions_and_leverages(instrument=instrument, account_ids=accounts)
-        unrealized = selectors.unrealized_pnl_by_account(account_ids=accounts, asset_code=asset)
+        positions, leverages, unrealized = accounts.positions
         default_leverage = min(settings.DEFAULT_LEVERAGE, instrument.max_leverage)
         results, rows, reserved = [], [], {}
         for request in orders:

@@ -274,3 +274,29 @@ def test_a_leader_fill_the_engine_never_announced_is_copied_by_the_catch_up(engi
     trade(engine, leader.account, "Buy", 10_000_000)  # announced as usual: nothing left to catch up
     assert copy_position(follow) == 2_000_000
     assert services.copy_missed_executions(older_than=timedelta(0)) == 0
+
+
+def test_a_copy_opens_at_the_leaders_leverage_or_the_follows_own(engine, market, make_trader):
+    """A flat copy position takes the leader's leverage, or the follow's fixed one, and the copy's
+    margin is checked at that leverage; a position already open keeps the leverage it has."""
+    leader = leader_account(make_trader)
+    trading.set_leverage(account=leader.account, symbol=SYMBOL, leverage=20)
+    leaders_way = services.follow(user=make_trader(usdt="150000", xbt="0").user, leader=leader, amount=D(100000))
+    unlevered = services.follow(user=make_trader(usdt="150000", xbt="0").user, leader=leader, amount=D(100000),
+                                leverage="1")
+    trade(engine, leader.account, "Buy", 30_000_000)  # 1.5 times the leader's equity
+
+    def position(follow):
+        return Position.objects.get(account=follow.account, instrument__symbol=SYMBOL)
+
+    assert position(leaders_way).leverage == 20 and position(unlevered).leverage == 1
+    copy = position(leaders_way)
+    assert 3_000_000 <= copy.current_qty < 3_010_000  # a tenth of the leader's after its fee, in lots
+    assert copy.margin == copy.entry_value / 20
+    refused = CopiedOrder.objects.get(follow=unlevered)  # 150,000 USDT of notional at 1x, from 100,000
+    assert refused.status == "skipped" and "insufficient Available Balance" in refused.reason
+    assert position(unlevered).current_qty == 0
+    trading.set_leverage(account=leader.account, symbol=SYMBOL, leverage=10)
+    trade(engine, leader.account, "Buy", 10_000_000)
+    assert position(leaders_way).leverage == 20  # open: its leverage is the follower's to change
+    assert position(leaders_way).current_qty > copy.current_qty

@@ -31,6 +31,41 @@ def test_bulk_orders_reserve_margin_refuse_the_unaffordable_and_never_repeat(eng
     assert order.ord_status == OrdStatus.FILLED and order.margin_reserved == 0
 
 
+def test_locked_accounts_read_positions_once_as_the_separate_reads_did(engine, make_trader):
+    """One read gives an account's quantity and leverage on the instrument and its unrealized PnL
+    over every instrument of the asset; the balance rows are locked; an order of an account the
+    caller did not lock is refused as a programming error."""
+    from django.db import transaction
+
+    from matching import selectors
+
+    maker, taker, idle = make_trader(), make_trader(), make_trader()
+    services.submit_order(account=maker, symbol="XBTUSDT", side="Sell", order_qty=2_000_000, price="50000")
+    services.submit_order(account=taker, symbol="XBTUSDT", side="Buy", order_qty=2_000_000, price="50000")
+    settle(engine)
+    services.submit_order(account=maker, symbol="XBTUSDT", side="Sell", order_qty=1_000_000, price="50500")
+    services.submit_order(account=taker, symbol="XBTUSDT", side="Buy", order_qty=1_000_000, price="50500")
+    settle(engine)  # the last price moved: both carry unrealized PnL
+    instrument = Instrument.objects.select_related("settle_asset").get(symbol="XBTUSDT")
+    ids = [maker.pk, taker.pk, idle.pk]
+    with transaction.atomic():
+        accounts = services.lock_accounts(instrument=instrument, account_ids=ids)
+        assert set(accounts.balances) == set(ids)
+        wallet = Balance.objects.get(account=taker, asset_id="USDT")
+        assert accounts.balances[taker.pk] == (wallet.amount, wallet.order_margin, wallet.position_margin)
+        positions = accounts.positions
+        assert positions.quantities == {maker.pk: -3_000_000, taker.pk: 3_000_000}
+        assert positions.unrealized == selectors.unrealized_pnl_by_account(account_ids=ids, asset_code="USDT")
+        assert positions.unrealized[taker.pk] > 0 > positions.unrealized[maker.pk]
+        assert set(positions.leverages) == {maker.pk, taker.pk}
+        stranger = make_trader()
+        with pytest.raises(ValueError, match="locked"):
+            services.submit_orders_bulk(instrument=instrument, accounts=accounts, orders=[BulkOrder(
+                account_id=stranger.pk, side="Buy", order_qty=1_000_000, ord_type="Limit", price=D(40000),
+                time_in_force="GoodTillCancel", cl_ord_id="not-locked")])
+    assert not Order.objects.filter(cl_ord_id="not-locked").exists()
+
+
 def test_keys_taken_in_blocks_never_meet_an_insert_of_the_orm(make_trader):
     """Orders and executions are written with keys taken beforehand, a block of 1,000 per nextval;
     an ORM insert in between takes a key of its own block."""
