@@ -1,11 +1,11 @@
 """Writes one engine batch: positions, balances, ledger, orders, executions, commands, prices.
 
-Called inside the batch's transaction. New rows go in by COPY; every other table gets one statement
-whose rows travel as one array literal per column (`unnest`), so the SQL text stays small whatever
-the batch size. Positions are locked (and missing ones created) in one pass in (account,
-instrument) order, then balance rows in primary-key order, as everywhere else in the project, so
-concurrent requests cannot deadlock with the engine. Each position is written once, with the
-margin its current leverage asks for.
+Called inside the batch's transaction. New rows go in by COPY; the other tables' updates go
+together in one statement, each table's rows as one array literal per column (`unnest`), so the
+SQL text stays small whatever the batch size. Positions are locked (and missing ones created) in
+one pass in (account, instrument) order, then balance rows in primary-key order, as everywhere
+else in the project, so concurrent requests cannot deadlock with the engine. Each position is
+written once, with the margin its current leverage asks for.
 """
 from datetime import datetime
 from decimal import Decimal
@@ -108,11 +108,28 @@ def update_rows(table: str, columns, rows) -> None:
 def update_arrays(table: str, columns, arrays: list[str], **also) -> None:
     """update_rows with the rows already as one array literal per column; `also` sets further
     columns to one value for every row."""
+    with raw_cursor() as cursor:
+        cursor.execute(*update_statement(table, columns, arrays, **also))
+
+
+def update_statement(table: str, columns, arrays: list[str], **also) -> tuple[str, list]:
+    """The UPDATE of update_arrays and its parameters, to run on its own or in write_together."""
     names = [n for n, _ in columns]
     assignments = ", ".join([f"{n} = v.{n}" for n in names[1:]] + [f"{n} = %s" for n in also])
+    return (f"UPDATE {table} AS t SET {assignments} FROM {_unnest(columns)} AS v({', '.join(names)}) "
+            f"WHERE t.{names[0]} = v.{names[0]}", [*also.values(), *arrays])
+
+
+def write_together(statements: list[tuple[str, list]], then: tuple[str, list]) -> None:
+    """Several writes to different tables as ONE statement, each a data-modifying WITH clause, and
+    `then` (a SELECT) as its main query: one round trip to the server where each was one (an engine
+    batch waited for sixteen). Each clause runs once and to completion, against the same snapshot;
+    no two may change the same row."""
+    clauses = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(statements))
+    sql, params = then
     with raw_cursor() as cursor:
-        cursor.execute(f"UPDATE {table} AS t SET {assignments} FROM {_unnest(columns)} AS v({', '.join(names)}) "
-                       f"WHERE t.{names[0]} = v.{names[0]}", [*also.values(), *arrays])
+        cursor.execute(f"WITH {clauses} {sql}" if statements else sql,
+                       [p for _, statement_params in statements for p in statement_params] + params)
 
 
 # PostgreSQL notifies this channel as each batch commits, with the batch's time (its orders' updated_at)
@@ -181,24 +198,33 @@ def copy_text(table: str, columns, text: str) -> None:
 
 
 def write_batch(batch: BatchWrite) -> list[int]:
-    """Writes the batch (inside the caller's transaction); returns the executions' primary keys."""
+    """Writes the batch (inside the caller's transaction); returns the executions' primary keys.
+
+    Positions, then balance rows, are locked and read; every update then goes in one statement
+    (write_together), and the new rows in two COPYs: seven round trips with BEGIN and COMMIT."""
     now = batch.now
     balances = {key: list(delta) for key, delta in batch.balances.items()}
-    _write_positions(batch, balances, now)
-    _write_balances(balances)
+    updates = [_position_update(batch, balances, now), _balance_update(balances)]
     if batch.ledger_transaction_id is not None:
-        copy_rows("accounts_ledgertransaction", [("id", "bigint"), ("created_at", "timestamptz")],
-                  [(batch.ledger_transaction_id, now)])
-        copy_text("accounts_ledgerentry", LEDGER_COLUMNS, batch.ledger)
+        updates.append(("INSERT INTO accounts_ledgertransaction (id, created_at) VALUES (%s, %s)",
+                        [batch.ledger_transaction_id, now]))
     if batch.orders:
-        update_arrays("matching_order", ORDER_COLUMNS, batch.orders, updated_at=now)
+        updates.append(update_statement("matching_order", ORDER_COLUMNS, batch.orders, updated_at=now))
+    for table, columns, rows in (("matching_ordercommand", COMMAND_WRITE, batch.commands),
+                                 ("matching_instrument", PRICE_WRITE, batch.prices)):
+        if rows:
+            updates.append(update_statement(table, columns, _arrays(columns, rows)[1]))
+    # the notification is delivered at commit: a listener learns when these rows became visible
+    write_together([u for u in updates if u is not None], ("SELECT pg_notify(%s, %s)", [COMMIT_CHANNEL, now.isoformat()]))
+    if batch.ledger_transaction_id is not None:
+        copy_text("accounts_ledgerentry", LEDGER_COLUMNS, batch.ledger)
     copy_text("matching_execution", EXECUTION_COLUMNS, batch.executions)
-    update_rows("matching_ordercommand", [("id", "bigint"), ("status", "text"), ("reason", "text")], batch.commands)
-    update_rows("matching_instrument", [("id", "bigint"), ("last_price", "numeric"), ("mark_price", "numeric"),
-                                        ("bid_price", "numeric"), ("ask_price", "numeric")], batch.prices)
-    with raw_cursor() as cursor:  # delivered at commit: a listener learns when these rows became visible
-        cursor.execute("SELECT pg_notify(%s, %s)", [COMMIT_CHANNEL, now.isoformat()])
     return batch.execution_ids
+
+
+COMMAND_WRITE = [("id", "bigint"), ("status", "text"), ("reason", "text")]
+PRICE_WRITE = [("id", "bigint"), ("last_price", "numeric"), ("mark_price", "numeric"), ("bid_price", "numeric"),
+               ("ask_price", "numeric")]
 
 
 POSITION_KEY = [("account_id", "bigint"), ("instrument_id", "bigint")]
@@ -222,12 +248,13 @@ def _upsert_flat_positions(rows: list[tuple[int, int, Decimal]], new_leverage_wh
         return cursor.fetchall()
 
 
-def _write_positions(batch: BatchWrite, balances: dict, now) -> None:
+def _position_update(batch: BatchWrite, balances: dict, now) -> tuple[str, list] | None:
     """One write per position: its row is locked (created flat if new) and read, its margin follows
-    from the leverage it has now (the owner may just have changed it), and quantity, entry value,
-    PnL and margin are written together."""
+    from the leverage it has now (the owner may just have changed it); the UPDATE that writes
+    quantity, entry value, PnL and margin together is returned for write_together, and the margin
+    change is added to `balances`."""
     if not batch.positions:
-        return
+        return None
     positions = sorted(batch.positions, key=lambda row: (row[0], row[1]))
     current = _lock_positions([row[:2] for row in positions], batch.terms)
     rows = []
@@ -242,49 +269,60 @@ def _write_positions(batch: BatchWrite, balances: dict, now) -> None:
             delta = balances.setdefault((account_id, asset), [Decimal(0), Decimal(0), Decimal(0)])
             delta[2] += new_margin - margin
         rows.append((pk, qty, entry_value, realized_pnl, cum_realized_pnl, opened_at, new_margin))
-    update_arrays("matching_position", POSITION_WRITE, _arrays(POSITION_WRITE, rows)[1], updated_at=now)
+    return update_statement("matching_position", POSITION_WRITE, _arrays(POSITION_WRITE, rows)[1], updated_at=now)
 
 
 def _lock_positions(keys: list[tuple[int, int]], terms: dict) -> dict[tuple[int, int], tuple]:
-    """Locks the positions of sorted (account, instrument) keys, creating missing ones flat at the
-    instrument's default leverage, in ONE pass in key order: an upsert locks a row it does not
-    update as well (`WHERE FALSE`). The copy fan-out sets followers' leverage the same way and in the
-    same order, so neither waits for a row the other will only take later. -> key: (id, leverage, margin)"""
-    _upsert_flat_positions([(account_id, instrument_pk, terms[instrument_pk][2]) for account_id, instrument_pk in keys],
-                           new_leverage_where="FALSE")
+    """Locks and reads the positions of sorted (account, instrument) keys in key order, creating
+    missing ones flat at the instrument's default leverage. Rows nearly always exist: then one
+    SELECT ... FOR NO KEY UPDATE does it. Otherwise an upsert locks every row in one pass in key
+    order, one it does not update as well (`WHERE FALSE`); the copy fan-out sets followers'
+    leverage the same way and in the same order, so neither waits for a row the other will only
+    take later. -> key: (id, leverage, margin)"""
     key_unnest, key_params = _arrays(POSITION_KEY, keys)
+    select = (f"SELECT p.account_id, p.instrument_id, p.id, p.leverage, p.margin FROM matching_position p "
+              f"JOIN {key_unnest} AS v(account_id, instrument_id) USING (account_id, instrument_id)")
     with raw_cursor() as cursor:
-        cursor.execute(f"SELECT p.account_id, p.instrument_id, p.id, p.leverage, p.margin FROM matching_position p "
-                       f"JOIN {key_unnest} AS v(account_id, instrument_id) USING (account_id, instrument_id)",
-                       key_params)
-        return {(account_id, instrument_pk): rest for account_id, instrument_pk, *rest in cursor.fetchall()}
+        cursor.execute(f"{select} ORDER BY p.account_id, p.instrument_id FOR NO KEY UPDATE OF p", key_params)
+        rows = cursor.fetchall()
+        if len(rows) < len(keys):
+            _upsert_flat_positions([(account_id, instrument_pk, terms[instrument_pk][2])
+                                    for account_id, instrument_pk in keys], new_leverage_where="FALSE")
+            cursor.execute(select, key_params)
+            rows = cursor.fetchall()
+        return {(account_id, instrument_pk): rest for account_id, instrument_pk, *rest in rows}
 
 
-def _write_balances(balances: dict) -> None:
+def _balance_update(balances: dict) -> tuple[str, list] | None:
+    """Locks the changed balance rows; returns the UPDATE that adds the changes, for write_together."""
     changes = sorted((key, d) for key, d in balances.items() if any(d))
     if not changes:
-        return
-    locked = _lock_balances([key for key, _ in changes])
+        return None
+    locked = _lock_balances([key for key, _ in changes], expected=True)
     rows = [(locked[key][0], *delta) for key, delta in changes]
     unnest, params = _arrays([("id", "bigint"), ("amount", "numeric"), ("order_margin", "numeric"),
                               ("position_margin", "numeric")], rows)
-    with raw_cursor() as cursor:
-        cursor.execute(f"""UPDATE accounts_balance AS b SET amount = b.amount + v.amount,
-                               order_margin = b.order_margin + v.order_margin,
-                               position_margin = b.position_margin + v.position_margin
-                           FROM {unnest} AS v(id, amount, order_margin, position_margin) WHERE b.id = v.id""",
-                       params)
+    return (f"UPDATE accounts_balance AS b SET amount = b.amount + v.amount, "
+            f"order_margin = b.order_margin + v.order_margin, position_margin = b.position_margin + v.position_margin "
+            f"FROM {unnest} AS v(id, amount, order_margin, position_margin) WHERE b.id = v.id", params)
 
 
-def _lock_balances(keys: list[tuple[int, str]]) -> dict[tuple[int, str], tuple]:
+def _lock_balances(keys: list[tuple[int, str]], expected: bool = False) -> dict[tuple[int, str], tuple]:
     """Locks the balance rows of (account, asset) keys in primary-key order, creating the missing
     ones first; key -> (id, amount, order margin, position margin). Rows nearly always exist: a
     plain read finds the missing keys, so the common case pays no insert. Nothing is locked before
     the insert: it may wait for another transaction inserting the same key, which must not be
-    waiting for a row this one holds."""
+    waiting for a row this one holds. The engine's rows always exist (an order's submission made
+    its account's): it says so (`expected`), and one locking read does, unless one is missing after all."""
     unnest, params = _arrays(BALANCE_KEY, keys)
     rows = f"FROM accounts_balance b JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id)"
+    lock = f"SELECT account_id, asset_id, b.id, b.amount, b.order_margin, b.position_margin {rows} ORDER BY b.id FOR NO KEY UPDATE OF b"
     with raw_cursor() as cursor:
+        if expected:
+            cursor.execute(lock, params)
+            locked = cursor.fetchall()
+            if len(locked) == len(keys):
+                return {(account_id, asset): tuple(rest) for account_id, asset, *rest in locked}
         cursor.execute(f"SELECT account_id, asset_id {rows}", params)
         missing = set(keys) - set(cursor.fetchall())
         if missing:
@@ -292,8 +330,7 @@ def _lock_balances(keys: list[tuple[int, str]]) -> dict[tuple[int, str], tuple]:
             cursor.execute(f"INSERT INTO accounts_balance (account_id, asset_id, amount, order_margin, position_margin) "
                            f"SELECT v.*, 0, 0, 0 FROM {insert} AS v ON CONFLICT (account_id, asset_id) DO NOTHING",
                            insert_params)
-        cursor.execute(f"SELECT account_id, asset_id, b.id, b.amount, b.order_margin, b.position_margin {rows} "
-                       f"ORDER BY b.id FOR NO KEY UPDATE OF b", params)
+        cursor.execute(lock, params)
         return {(account_id, asset): tuple(rest) for account_id, asset, *rest in cursor.fetchall()}
 
 

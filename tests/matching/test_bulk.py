@@ -129,3 +129,34 @@ def test_copy_lines_write_what_the_engine_makes_exactly():
         back = cursor.fetchall()
     assert [row[:5] for row in back] == [row[:5] for row in rows]
     assert back[0][5] == "2026-12-02 10:00:00.123456+00"
+
+
+def test_writes_together_are_one_statement_that_does_each_of_them():
+    from config.rawsql import raw_cursor
+    from matching.persistence import update_statement, write_together
+
+    with raw_cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE one (id bigint PRIMARY KEY, v text)")
+        cursor.execute("CREATE TEMPORARY TABLE two (id bigint PRIMARY KEY, n numeric)")
+        cursor.execute("INSERT INTO one VALUES (1, 'a'), (2, 'b'); INSERT INTO two VALUES (1, 0)")
+        write_together([update_statement("one", [("id", "bigint"), ("v", "text")], ["{1,2}", "{x,y}"]),
+                        ("INSERT INTO two (id, n) VALUES (%s, %s)", [2, D("1.5")]),
+                        update_statement("two", [("id", "bigint")], ["{1}"], n=D(7))],
+                       ("SELECT pg_notify(%s, %s)", ["test_channel", "done"]))
+        cursor.execute("SELECT id, v FROM one ORDER BY id")
+        assert cursor.fetchall() == [(1, "x"), (2, "y")]
+        cursor.execute("SELECT id, n FROM two ORDER BY id")
+        assert cursor.fetchall() == [(1, D(7)), (2, D("1.5"))]
+        write_together([], ("SELECT pg_notify(%s, %s)", ["test_channel", "nothing else"]))  # the query alone
+
+
+def test_the_engines_balance_lock_creates_a_row_it_expected_but_is_missing(make_trader):
+    """The engine locks its balance rows with one read, expecting them all; a missing one is still
+    created, and locked with the others in key order."""
+    from matching.persistence import _lock_balances
+
+    account = make_trader(usdt="100", xbt="0")
+    usdt = Balance.objects.get(account=account, asset_id="USDT")
+    locked = _lock_balances([(account.pk, "ETH"), (account.pk, "USDT")], expected=True)
+    eth = Balance.objects.get(account=account, asset_id="ETH")
+    assert locked == {(account.pk, "USDT"): (usdt.pk, D(100), D(0), D(0)), (account.pk, "ETH"): (eth.pk, 0, 0, 0)}
