@@ -71,13 +71,22 @@ def next_ids(table: str, count: int) -> list[int]:
     The sequences of the tables written in bulk step by 1,000 (migration 0008): one nextval
     reserves that many keys for its caller alone (an ORM insert takes the first and leaves the
     rest), where a nextval per row cost 7 µs, 15 ms per engine batch."""
-    if count == 0:
-        return []
-    step = _id_step(table)
-    with raw_cursor() as cursor:
-        cursor.execute(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %b)",
-                       [-(-count // step)])
-        return [start + i for (start,) in cursor.fetchall() for i in range(step)][:count]
+    return next_ids_of({table: count})[table]
+
+
+def next_ids_of(counts: dict[str, int]) -> dict[str, list[int]]:
+    """next_ids of several tables in one round trip: table -> its keys."""
+    wanted = {table: -(-count // _id_step(table)) for table, count in counts.items() if count}
+    starts: dict[str, list[int]] = {table: [] for table in counts}
+    if wanted:
+        with raw_cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(f"SELECT %s, nextval(pg_get_serial_sequence(%s, 'id')) "
+                                              f"FROM generate_series(1, %s)" for _ in wanted),
+                           [value for table, nextvals in wanted.items() for value in (table, table, nextvals)])
+            for table, start in cursor.fetchall():
+                starts[table].append(start)
+    return {table: [start + i for start in starts[table] for i in range(_id_step(table))][:count]
+            for table, count in counts.items()}
 
 
 @lru_cache(maxsize=None)
@@ -174,11 +183,12 @@ def prepare_write(*, orders: list, executions: list, positions: list, balances: 
     now = timezone.now()
     # in key order: the update's join then walks the index in order
     order_arrays = _arrays(ORDER_COLUMNS, sorted(orders))[1] if orders else []
-    execution_ids = next_ids("matching_execution", len(executions))
+    ids = next_ids_of({"matching_execution": len(executions), "accounts_ledgertransaction": 1 if ledger else 0})
+    execution_ids = ids["matching_execution"]
     execution_text = copy_lines([(pk, *row) for pk, row in zip(execution_ids, executions)], len(EXECUTION_COLUMNS))
     transaction_id, ledger_text = None, ""
     if ledger:
-        (transaction_id,) = next_ids("accounts_ledgertransaction", 1)
+        (transaction_id,) = ids["accounts_ledgertransaction"]
         reference = f"batch:{transaction_id}"
         ledger_text = copy_lines([(transaction_id, *entry) for entry in ledger] +
                                  [(transaction_id, account_id, asset, amount, kind, reference)

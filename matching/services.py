@@ -496,7 +496,9 @@ def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder],
         return []
     asset = instrument.settle_asset_id
     now = timezone.now()
-    with transaction.atomic():
+    # inside a caller's transaction, no savepoint: two round trips a fan-out chunk, and an error
+    # here fails the caller's transaction as a whole anyway
+    with transaction.atomic(savepoint=False):
         if accounts is None:
             accounts = lock_accounts(instrument=instrument, account_ids=[o.account_id for o in orders])
         elif not accounts.balances.keys() >= {o.account_id for o in orders}:

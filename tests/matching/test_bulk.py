@@ -80,6 +80,9 @@ def test_keys_taken_in_blocks_never_meet_an_insert_of_the_orm(make_trader):
     assert first == list(range(first[0], first[0] + 1500))  # two blocks, in a row here
     one, two = persistence.next_ids("accounts_ledgertransaction", 2)  # a sequence stepping by 1 works as before
     assert two == one + 1
+    both = persistence.next_ids_of({"matching_execution": 2500, "accounts_ledgertransaction": 1, "matching_order": 0})
+    assert len(both["matching_execution"]) == 2500 == len(set(both["matching_execution"]))
+    assert both["accounts_ledgertransaction"][0] > two and both["matching_order"] == []
 
 
 def test_ids_are_version_7_uuids_in_the_order_they_were_made():
