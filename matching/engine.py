@@ -169,9 +169,11 @@ class Batch:
     positions: dict = field(default_factory=dict)  # (instrument_pk, account_id) -> LivePosition
     # (account_id, asset) -> [amount, order_margin, position_margin] deltas; margins also from positions
     balances: dict = field(default_factory=dict)
-    # one ledger transaction per batch: the traders' entries, each naming its execution, and per
-    # exchange account, asset and kind one entry with the other side of all of them
+    # one ledger transaction per batch: the traders' entries, one per order and kind (naming the
+    # execution, or the order when the batch filled it more than once), and per exchange account,
+    # asset and kind one entry with the other side of all of them
     ledger: list = field(default_factory=list)  # (account, asset, amount, kind, reference)
+    order_entries: dict = field(default_factory=dict)  # (order pk, kind) -> its entry's index in ledger
     system_ledger: dict = field(default_factory=dict)  # (account, asset, kind) -> amount
     commands: dict = field(default_factory=dict)  # pk -> (status, reason)
     instruments: set = field(default_factory=set)  # where something traded
@@ -749,12 +751,10 @@ class Engine:
             batch.positions[(instrument_pk, account_id)] = position
             fee = contracts.fee_on_value(value, rate, terms)
             exec_id = new_id()
-            if fee or realized:
-                reference = f"execution:{exec_id}"
-                if fee:
-                    self._post(batch, FEE, reference, asset, account_id, -fee, self.fees_account_id)
-                if realized:
-                    self._post(batch, REALIZED_PNL, reference, asset, account_id, realized, self.clearing_account_id)
+            if fee:
+                self._post(batch, FEE, order.pk, exec_id, asset, account_id, -fee, self.fees_account_id)
+            if realized:
+                self._post(batch, REALIZED_PNL, order.pk, exec_id, asset, account_id, realized, self.clearing_account_id)
             batch.executions.append(ExecutionRow(
                 exec_id, order.pk, account_id, instrument_pk, match_id, order.side, qty, price, "Trade", liquidity,
                 rate, fee, realized, order.leaves_qty, order.cum_qty, order.ord_status, position.qty, batch.stamp))
@@ -762,10 +762,18 @@ class Engine:
         batch.instruments.add(instrument_pk)
 
     @staticmethod
-    def _post(batch: Batch, kind: str, reference: str, asset: str, account_id: int, amount: Decimal,
+    def _post(batch: Batch, kind: str, order_pk: int, exec_id: str, asset: str, account_id: int, amount: Decimal,
               system_account_id: int) -> None:
-        """A trader's ledger entry; its other side, on an exchange account, is summed over the batch."""
-        batch.ledger.append((account_id, asset, amount, kind, reference))
+        """A trader's ledger entry for a fill; its other side, on an exchange account, is summed over
+        the batch. An order's fills in one batch make one entry of each kind, which names the order
+        once there are two: a resting order taken by ten thousand copies is not ten thousand entries."""
+        index = batch.order_entries.get((order_pk, kind))
+        if index is None:
+            batch.order_entries[(order_pk, kind)] = len(batch.ledger)
+            batch.ledger.append((account_id, asset, amount, kind, f"execution:{exec_id}"))
+        else:
+            total = batch.ledger[index][2] + amount
+            batch.ledger[index] = (account_id, asset, total, kind, f"order:{order_pk}")
         batch.balance(account_id, asset)[0] += amount
         key = (system_account_id, asset, kind)
         batch.system_ledger[key] = batch.system_ledger.get(key, ZERO) - amount

@@ -190,7 +190,7 @@ def prepare_write(*, orders: list, executions: list, positions: list, balances: 
     if ledger:
         (transaction_id,) = ids["accounts_ledgertransaction"]
         reference = f"batch:{transaction_id}"
-        ledger_text = copy_lines([(transaction_id, *entry) for entry in ledger] +
+        ledger_text = copy_lines([(transaction_id, *entry) for entry in ledger if entry[2]] +
                                  [(transaction_id, account_id, asset, amount, kind, reference)
                                   for (account_id, asset, kind), amount in system_ledger.items() if amount],
                                  len(LEDGER_COLUMNS))

@@ -687,3 +687,24 @@ def test_runengine_refuses_a_batch_size_below_one():
 
     with pytest.raises(CommandError, match="--batch-size must be at least 1"):
         call_command("runengine", batch_size=0)
+
+
+def test_an_order_filled_many_times_in_one_batch_has_one_entry_of_each_kind(engine, make_trader):
+    """A resting order taken by three orders of one batch: three executions each side, but one fee
+    entry for the resting order, naming it, of the three fees together; a taker's one fill names
+    its execution. The books balance."""
+    maker = make_trader()
+    resting = services.submit_order(account=maker, symbol="XBTUSDT", side="Sell", order_qty=3_000_000, price="50000")
+    settle(engine)
+    takers = [make_trader() for _ in range(3)]
+    for taker in takers:
+        services.submit_order(account=taker, symbol="XBTUSDT", side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)  # the three in one batch
+    fills = Execution.objects.filter(order_id=resting.pk)
+    assert fills.count() == 3
+    (entry,) = LedgerEntry.objects.filter(account=maker, kind=LedgerEntry.Kind.FEE)
+    assert entry.reference == f"order:{resting.pk}" and entry.amount == -sum(f.exec_comm for f in fills)
+    for taker in takers:
+        (entry,) = LedgerEntry.objects.filter(account=taker, kind=LedgerEntry.Kind.FEE)
+        (fill,) = Execution.objects.filter(account=taker)
+        assert entry.reference == f"execution:{fill.exec_id}" and entry.amount == -fill.exec_comm
