@@ -174,11 +174,13 @@ def margin_problems() -> list[str]:
 
 
 def execution_problems() -> list[str]:
-    """Executions and orders whose order, account or instrument does not exist."""
+    """Executions, orders and positions whose order, account or instrument does not exist."""
     return (dangling_references("matching_execution", "execution", [
                 ("order_id", "matching_order", "id"), ("account_id", "accounts_account", "id"),
                 ("instrument_id", "matching_instrument", "id")])
             + dangling_references("matching_order", "order", [
+                ("account_id", "accounts_account", "id"), ("instrument_id", "matching_instrument", "id")])
+            + dangling_references("matching_position", "position", [
                 ("account_id", "accounts_account", "id"), ("instrument_id", "matching_instrument", "id")]))
 
 

@@ -253,11 +253,12 @@ def test_a_worker_keeps_its_database_connection_between_tasks_until_it_is_too_ol
 
 
 def test_the_engine_connects_to_the_celery_broker_as_it_starts(engine, monkeypatch):
-    """The first task a process sends connects it to the broker (30-35 ms): the engine does that as it
-    starts, not at the first leader fill; a broker that is down does not stop it."""
-    from copytrade.tasks import fan_out
+    """The first task a process sends connects it to the broker (30-35 ms) and declares its queue: the
+    engine does that as it starts, not at the first leader fill; a broker that is down does not
+    stop it. The tasks it sends keep no result, so sending one does not subscribe to it first."""
+    from copytrade.tasks import fan_out, record_leader_stats
 
-    calls = []
+    calls, declared = [], []
 
     class Connection:
         def ensure_connection(self, **options):
@@ -274,7 +275,12 @@ def test_the_engine_connects_to_the_celery_broker_as_it_starts(engine, monkeypat
         def __exit__(self, *exc):
             return False
 
+        def maybe_declare(self, queue):
+            declared.append(queue.name)
+
     monkeypatch.setattr(fan_out.app, "producer_or_acquire", lambda *args, **kwargs: Producer())
     for _ in range(2):  # connected, then refused: the engine goes on either way
         engine.run(stop=lambda: True)
     assert calls == [{"max_retries": 0}] * 2
+    assert declared == ["fanout", "celery"]  # the queues of fan_out and record_leader_stats, once
+    assert fan_out.ignore_result and record_leader_stats.ignore_result

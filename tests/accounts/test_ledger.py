@@ -149,8 +149,8 @@ def test_check_ledger_reports_an_entry_that_breaks_the_sum(make_trader):
 
 @pytest.mark.django_db
 def test_check_ledger_reports_references_that_do_not_resolve(make_trader):
-    """Ledger entries, executions, orders and copied orders carry no foreign-key constraints; the
-    audit checks them instead."""
+    """Ledger entries, executions, orders, positions and copied orders carry no foreign-key
+    constraints; the audit checks them instead."""
     from matching.selectors import book_problems
 
     account = make_trader(usdt="100", xbt="0")
@@ -172,11 +172,16 @@ def test_check_ledger_reports_references_that_do_not_resolve(make_trader):
                        "qty, status, reason, created_at) VALUES (-3, %s, FALSE, NULL, 'Buy', 1, 'skipped', '', now()) "
                        "RETURNING id", [execution_id])
         (copied_id,) = cursor.fetchone()
+        cursor.execute("INSERT INTO matching_position (account_id, instrument_id, current_qty, entry_value, "
+                       "realized_pnl, cum_realized_pnl, leverage, cross_margin, margin, updated_at) "
+                       "VALUES (%s, -4, 0, 0, 0, 0, 10, TRUE, 0, now()) RETURNING id", [account.pk])
+        (position_id,) = cursor.fetchone()
     problems = book_problems()
     assert f"ledger entry {entry.pk} names a missing transaction -1" in problems
     assert f"execution {execution_id} names a missing order -7" in problems
     assert f"order {order_id} names a missing account -5" in problems
     assert f"copied order {copied_id} names a missing follow -3" in problems
+    assert f"position {position_id} names a missing instrument -4" in problems
     with pytest.raises(CommandError):
         call_command("check_ledger")
     with connection.cursor() as cursor:
@@ -185,4 +190,5 @@ def test_check_ledger_reports_references_that_do_not_resolve(make_trader):
         cursor.execute("DELETE FROM copytrade_copiedorder WHERE id = %s", [copied_id])
         cursor.execute("DELETE FROM matching_order WHERE id = %s", [order_id])
         cursor.execute("DELETE FROM matching_execution WHERE id = %s", [execution_id])
+        cursor.execute("DELETE FROM matching_position WHERE id = %s", [position_id])
     assert book_problems() == []
