@@ -163,3 +163,31 @@ def test_the_engines_balance_lock_creates_a_row_it_expected_but_is_missing(make_
     locked = _lock_balances([(account.pk, "ETH"), (account.pk, "USDT")], expected=True)
     eth = Balance.objects.get(account=account, asset_id="ETH")
     assert locked == {(account.pk, "USDT"): (usdt.pk, D(100), D(0), D(0)), (account.pk, "ETH"): (eth.pk, 0, 0, 0)}
+
+
+def test_new_rows_go_in_the_same_inline_or_by_copy(monkeypatch):
+    """A batch's new rows ride inside its update statement when few, by COPY when many: the same
+    values come back either way."""
+    from config.rawsql import raw_cursor
+    from matching import persistence
+
+    columns = [("id", "bigint"), ("a", "numeric"), ("u", "uuid"), ("t", "text"), ("at", "timestamptz")]
+    rows = [(1, D("-0E-8"), "0192f0c1-aaaa-7bbb-8ccc-1234567890ab", "Filled", "2026-12-02T10:00:00.123456+00:00"),
+            (2, D("1E+2"), "0192f0c1-aaaa-7bbb-8ccc-1234567890ac", "order:12", "2026-12-02T10:00:00+00:00"),
+            (3, D("5E-18"), "0192f0c1-aaaa-7bbb-8ccc-1234567890ad", "", "2026-12-02T10:00:00+00:00")]
+    back = {}
+    with raw_cursor() as cursor:
+        for name, inline_rows in (("inline", 500), ("copied", 0)):
+            monkeypatch.setattr(persistence, "INLINE_ROWS", inline_rows)
+            cursor.execute(f"CREATE TEMPORARY TABLE {name} (id bigint, a numeric, u uuid, t text, at timestamptz)")
+            made = persistence.new_rows(columns, rows)
+            assert isinstance(made, list) == (name == "inline")
+            if name == "inline":
+                persistence.write_together([persistence.insert_statement(name, columns, made)], ("SELECT 1", []))
+            else:
+                persistence.copy_text(name, columns, made)
+            cursor.execute(f"SELECT id, a, u::text, t, at FROM {name} ORDER BY id")
+            back[name] = cursor.fetchall()
+    assert back["inline"] == back["copied"]
+    assert [row[:4] for row in back["inline"]] == [row[:4] for row in rows]
+    assert persistence.new_rows(columns, []) == ""
