@@ -43,6 +43,7 @@ test: setup
 demo: setup
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo_user
+	mkdir -p .data  # beat keeps its schedule there (with DATABASE_URL nothing else creates it)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho start
 
 bench: setup
