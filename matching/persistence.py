@@ -1,8 +1,8 @@
 """Writes one engine batch: positions, balances, ledger, orders, executions, commands, prices.
 
-Called inside the batch's transaction. New rows go in by COPY; the other tables' updates go
+Called inside the batch's transaction. The updates and, for a small batch, the new rows go
 together in one statement, each table's rows as one array literal per column (`unnest`), so the
-SQL text stays small whatever the batch size. Positions are locked (and missing ones created) in
+SQL text stays small whatever the batch size; a large batch's new rows go in by COPY. Positions are locked (and missing ones created) in
 one pass in (account, instrument) order, then balance rows in primary-key order, as everywhere
 else in the project, so concurrent requests cannot deadlock with the engine. Each position is
 written once, with the margin its current leverage asks for.
@@ -110,21 +110,10 @@ def copy_rows(table: str, columns, rows) -> None:
                 copy.write_row(row)
 
 
-def update_rows(table: str, columns, rows) -> None:
-    """UPDATE table SET columns FROM the rows, matched on the first column (one statement, each column one array)."""
-    if rows:
-        update_arrays(table, columns, _arrays(columns, rows)[1])
-
-
-def update_arrays(table: str, columns, arrays: list[str], **also) -> None:
-    """update_rows with the rows already as one array literal per column; `also` sets further
-    columns to one value for every row."""
-    with raw_cursor() as cursor:
-        cursor.execute(*update_statement(table, columns, arrays, **also))
-
-
 def update_statement(table: str, columns, arrays: list[str], **also) -> tuple[str, list]:
-    """The UPDATE of update_arrays and its parameters, to run on its own or in write_together."""
+    """UPDATE table SET columns FROM rows given as one array literal per column, matched on the
+    first column, and its parameters, for write_together; `also` sets further columns to one value
+    for every row."""
     names = [n for n, _ in columns]
     assignments = ", ".join([f"{n} = v.{n}" for n in names[1:]] + [f"{n} = %s" for n in also])
     return (f"UPDATE {table} AS t SET {assignments} FROM {_unnest(columns)} AS v({', '.join(names)}) "
@@ -352,7 +341,8 @@ def _lock_balances(keys: list[tuple[int, str]], expected: bool = False) -> dict[
     plain read finds the missing keys, so the common case pays no insert. Nothing is locked before
     the insert: it may wait for another transaction inserting the same key, which must not be
     waiting for a row this one holds. The engine's rows always exist (an order's submission made
-    its account's): it says so (`expected`), and one locking read does, unless one is missing after all."""
+    its account's): it says so (`expected`), and one locking read does; should one be missing after
+    all, the rows found stay locked while it is inserted."""
     unnest, params = _arrays(BALANCE_KEY, keys)
     rows = f"FROM accounts_balance b JOIN {unnest} AS v(account_id, asset_id) USING (account_id, asset_id)"
     lock = f"SELECT account_id, asset_id, b.id, b.amount, b.order_margin, b.position_margin {rows} ORDER BY b.id FOR NO KEY UPDATE OF b"

@@ -29,18 +29,13 @@ class AccountPositions(NamedTuple):
 
 
 def account_positions(*, instrument, account_ids) -> AccountPositions:
-    quantities, leverages, unrealized = {}, {}, {}
     marks = _marks(instrument.settle_asset_id)
-    for account_id, instrument_pk, qty, leverage, entry_value, cross_margin, margin in fetch_all(
-            "SELECT account_id, instrument_id, current_qty, leverage, entry_value, cross_margin, margin "
-            "FROM matching_position WHERE account_id = ANY(%s::bigint[]) AND instrument_id = ANY(%s::bigint[])",
-            [array_text(account_ids), array_text(marks)]):
+    rows = _position_rows(account_ids, marks, ", leverage")
+    quantities, leverages = {}, {}
+    for account_id, instrument_pk, qty, _, _, _, leverage in rows:
         if instrument_pk == instrument.pk:
             quantities[account_id], leverages[account_id] = qty, leverage
-        if qty:
-            pnl = _wallet_pnl(qty, entry_value, cross_margin, margin, *marks[instrument_pk])
-            unrealized[account_id] = unrealized.get(account_id, Decimal(0)) + pnl
-    return AccountPositions(quantities, leverages, unrealized)
+    return AccountPositions(quantities, leverages, _unrealized(rows, marks))
 
 
 def engine_positions(instrument_pk: int):
@@ -61,15 +56,24 @@ def unrealized_pnl_by_account(*, account_ids, asset_code: str) -> dict[int, Deci
     Positions are read as plain rows and instruments once: a copy fan-out asks for ten thousand
     accounts, where model instances cost seconds."""
     marks = _marks(asset_code)
+    return _unrealized(_position_rows(account_ids, marks, where=" AND current_qty <> 0"), marks) if marks else {}
+
+
+def _position_rows(account_ids, marks: dict, more: str = "", where: str = "") -> list[tuple]:
+    """(account, instrument, qty, entry value, cross margin, margin, *more columns) of the accounts'
+    positions on these instruments."""
+    return fetch_all(f"SELECT account_id, instrument_id, current_qty, entry_value, cross_margin, margin{more} "
+                     f"FROM matching_position WHERE account_id = ANY(%s::bigint[]) AND instrument_id = ANY(%s::bigint[])"
+                     f"{where}", [array_text(account_ids), array_text(marks)])
+
+
+def _unrealized(rows, marks: dict) -> dict[int, Decimal]:
+    """Each account's unrealized PnL over _position_rows."""
     totals: dict[int, Decimal] = {}
-    if not marks:
-        return totals
-    positions = fetch_all("SELECT account_id, instrument_id, current_qty, entry_value, cross_margin, margin "
-                          "FROM matching_position WHERE account_id = ANY(%s::bigint[]) AND instrument_id = ANY(%s::bigint[]) "
-                          "AND current_qty <> 0", [array_text(account_ids), array_text(marks)])
-    for account_id, instrument_pk, qty, entry_value, cross_margin, margin in positions:
-        pnl = _wallet_pnl(qty, entry_value, cross_margin, margin, *marks[instrument_pk])
-        totals[account_id] = totals.get(account_id, Decimal(0)) + pnl
+    for account_id, instrument_pk, qty, entry_value, cross_margin, margin, *_ in rows:
+        if qty:
+            pnl = _wallet_pnl(qty, entry_value, cross_margin, margin, *marks[instrument_pk])
+            totals[account_id] = totals.get(account_id, Decimal(0)) + pnl
     return totals
 
 
