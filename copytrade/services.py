@@ -480,9 +480,9 @@ def _protect_positions(execution: Execution, request_follows, results, instrumen
 
 def _replace_protection(orders: list[BulkOrder], instrument: Instrument) -> None:
     accounts = {o.account_id for o in orders}
-    stale = list(Order.objects.select_related("instrument").filter(
-        account_id__any=list(accounts), instrument=instrument, ord_status__in=OPEN_STATUSES)
-        .filter(Q(cl_ord_id__startswith="tp") | Q(cl_ord_id__startswith="sl")))
+    open_pks = trading_selectors.open_order_pks(instrument=instrument, account_ids=list(accounts))
+    stale = list(Order.objects.select_related("instrument").filter(pk__any=open_pks)
+                 .filter(Q(cl_ord_id__startswith="tp") | Q(cl_ord_id__startswith="sl")))
     if stale:
         cancel_orders(orders=stale, text="Canceled: replaced by a new take-profit/stop-loss", wait=0)
     submit_orders_bulk(instrument=instrument, orders=orders)

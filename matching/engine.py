@@ -31,7 +31,7 @@ from matching.book import (
     IOC, SELL, OrderBook, command_flags,
 )
 from matching.models import (
-    Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce,
+    HELD_STATUSES, Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce,
 )
 from matching import persistence, selectors
 from matching.ids import time_ordered_uuid_texts
@@ -179,6 +179,7 @@ class Batch:
     instruments: set = field(default_factory=set)  # where something traded
     depth: dict = field(default_factory=dict)  # instrument -> its book's published depth when the batch was matched
     applied: list = field(default_factory=list)  # ("order" | "command", pk) applied by this batch
+    new_orders: set = field(default_factory=set)  # orders that were PendingNew until this batch
     waiting: set = field(default_factory=set)  # the applied entries whose requests wait for a reply
     new_id: Callable[[], str] = field(default_factory=time_ordered_uuid_texts)  # execution and match ids (UUIDv7 text)
 
@@ -278,10 +279,10 @@ class Engine:
         self.states = {i.pk: SymbolState(i) for i in Instrument.objects.select_related("settle_asset")
                        .filter(pk__in=[i.pk for i in self.instrument_rows])}
         self.by_symbol = {s.instrument.symbol: s for s in self.states.values()}
+        persistence.forget_closed_orders(list(self.states))
         for state in self.states.values():
-            resting = (Order.objects.filter(instrument=state.instrument,
-                                            ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED])
-                       .order_by("priority", "pk"))
+            held = Order.objects.filter(held__instrument=state.instrument)
+            resting = held.filter(ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED]).order_by("priority", "pk")
             records = []
             for order in LiveOrder.load(resting):
                 state.orders[order.pk] = order
@@ -294,7 +295,7 @@ class Engine:
             state.book.restore(array("q", records).tobytes())
             bids, asks = state.book.depth(settings.PUBLISHED_DEPTH)
             state.published_levels = {**{("Buy", p): q for p, q, _ in bids}, **{("Sell", p): q for p, q, _ in asks}}
-            untriggered = Order.objects.filter(instrument=state.instrument, ord_status=OrdStatus.UNTRIGGERED)
+            untriggered = held.filter(ord_status=OrdStatus.UNTRIGGERED)
             for order in LiveOrder.load(untriggered.order_by("pk")):
                 state.conditional[order.pk] = order
             for account_id, qty, entry, realized, cum, opened in selectors.engine_positions(state.instrument.pk):
@@ -498,6 +499,7 @@ class Engine:
         instruments = list(self.states)
         if kind == "order":
             for order in LiveOrder.from_rows(persistence.pending_orders([pk], instruments, LIVE_ORDER_FIELDS)):
+                batch.new_orders.add(order.pk)
                 self._close(self.states[order.instrument_id], order, batch, OrdStatus.REJECTED, reason, rejected=True)
                 batch.applied.append(("order", pk))
         else:
@@ -519,7 +521,7 @@ class Engine:
         """Applies pending orders and commands straight from the database, in the order they were stored."""
         self.finish_in_flight()  # until it commits, the database shows its orders as still pending
         instruments = list(self.states)
-        orders = Order.objects.filter(instrument__in=instruments, ord_status=OrdStatus.PENDING_NEW)
+        orders = Order.objects.filter(pending__isnull=False, instrument__in=instruments, ord_status=OrdStatus.PENDING_NEW)
         commands = OrderCommand.objects.filter(order__instrument__in=instruments, status=OrderCommand.Status.PENDING)
         if older_than is not None:
             orders, commands = orders.filter(created_at__lt=older_than), commands.filter(created_at__lt=older_than)
@@ -587,11 +589,22 @@ class Engine:
             tick = state.terms.tick_size
             prices.append((instrument_pk, state.last_price, state.last_price,
                            bid * tick if bid else None, ask * tick if ask else None))
+        # which orders enter or leave PendingOrder and HeldOrder: an order the batch did not apply
+        # was held before it (the engine's memory holds exactly the HeldOrder rows)
+        held_added, held_removed = [], []
+        for order in batch.orders.values():
+            held = order.ord_status in HELD_STATUSES
+            if order.pk in batch.new_orders:
+                if held:
+                    held_added.append((order.pk, order.instrument_id))
+            elif not held:
+                held_removed.append(order.pk)
         return persistence.prepare_write(
             orders=orders, executions=batch.executions, positions=positions, balances=batch.balances,
             ledger=batch.ledger, system_ledger=batch.system_ledger,
             commands=[(pk, status, reason[:200]) for pk, (status, reason) in batch.commands.items()], prices=prices,
-            terms=self.write_terms)
+            terms=self.write_terms, open_orders=persistence.OpenOrderChanges(
+                sorted(batch.new_orders), sorted(held_added), sorted(held_removed)))
 
     def after_commit(self, batch: Batch, acks: dict | None = None) -> None:
         """Acknowledges the stream entries, wakes waiting requests and announces the batch."""
@@ -614,6 +627,7 @@ class Engine:
 
     def apply_new_order(self, state: SymbolState, order: LiveOrder, batch: Batch) -> None:
         batch.orders[order.pk] = order
+        batch.new_orders.add(order.pk)
         if order.is_conditional and not order.triggered:
             order.ord_status = OrdStatus.UNTRIGGERED
             state.conditional[order.pk] = order

@@ -144,14 +144,11 @@ class Order(models.Model):
             models.CheckConstraint(condition=Q(order_qty__gte=0) & Q(leaves_qty__gte=0) & Q(cum_qty__gte=0),
                                    name="order_quantities_not_negative"),
         ]
-        indexes = [
-            models.Index(fields=["instrument", "ord_status"], condition=Q(ord_status__in=OPEN_STATUSES),
-                         name="order_open_by_instrument"),
-            # the only other index: every engine write of an order adds an entry to each one
-            models.Index(fields=["account", "-created_at"]),
-            # the engine's sweep looks for pending orders: few at any time, so the index stays tiny
-            models.Index(fields=["id"], condition=Q(ord_status="PendingNew"), name="order_pending"),
-        ]
+        # No index names a column the engine changes (ord_status, leaves_qty...), and pages keep
+        # room (fillfactor 50, see migration 0011), so its updates are HOT: a new row version on
+        # the same page and no index entries (10,000 copies filled: 149 -> 57 ms). Open orders are
+        # found through PendingOrder and HeldOrder instead of partial indexes on ord_status.
+        indexes = [models.Index(fields=["account", "-created_at"])]
 
     def __str__(self):
         return f"{self.side} {self.order_qty} {self.instrument_id} @ {self.price} ({self.ord_status})"
@@ -162,6 +159,28 @@ class Order(models.Model):
 
     def has_exec_inst(self, name: str) -> bool:
         return name in self.exec_inst.split(",")
+
+
+class PendingOrder(models.Model):
+    """An order stored as PendingNew and not yet applied by the engine: the engine's sweep finds
+    orders whose stream entry was lost here. A row is added by a trigger whenever a PendingNew order
+    is inserted (any way: the ORM, COPY), and removed by the engine in the batch that applies it."""
+
+    order = models.OneToOneField(Order, primary_key=True, on_delete=models.DO_NOTHING, db_constraint=False,
+                                 related_name="pending")
+
+
+class HeldOrder(models.Model):
+    """An order the engine holds: resting in a book (New, PartiallyFilled) or waiting for its
+    trigger (Untriggered). The engine adds and removes rows in the batch that changes the order;
+    a restart rebuilds the books from them, and the public order book reads them."""
+
+    order = models.OneToOneField(Order, primary_key=True, on_delete=models.DO_NOTHING, db_constraint=False,
+                                 related_name="held")
+    instrument = models.ForeignKey(Instrument, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+
+
+HELD_STATUSES = (OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED, OrdStatus.UNTRIGGERED)
 
 
 class OrderCommand(models.Model):
@@ -204,7 +223,10 @@ class Execution(models.Model):
     exec_id = models.UUIDField(default=time_ordered_uuid, unique=True, editable=False)
     # No foreign-key constraints, as on ledger entries: only the engine writes executions, with ids
     # of orders it holds, and check_ledger verifies that each reference resolves.
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="executions", db_constraint=False)
+    # not indexed: executions are read by account or instrument, never by order alone, and each
+    # fill writes two of them
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="executions", db_constraint=False,
+                              db_index=False)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="executions", db_index=False,
                                 db_constraint=False)
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="executions", db_index=False,
@@ -226,7 +248,10 @@ class Execution(models.Model):
     created_at = models.DateTimeField()
 
     class Meta:
-        indexes = [models.Index(fields=["account", "-id"]), models.Index(fields=["instrument", "-id"])]
+        # by instrument only the public trades are read: the taker's side of each match
+        indexes = [models.Index(fields=["account", "-id"]),
+                   models.Index(fields=["instrument", "-id"], condition=Q(last_liquidity_ind="RemovedLiquidity"),
+                                name="execution_public_trades")]
 
 
 class Position(models.Model):

@@ -136,6 +136,14 @@ def write_together(statements: list[tuple[str, list]], then: tuple[str, list]) -
 COMMIT_CHANNEL = "engine_batch_committed"
 
 
+class OpenOrderChanges(NamedTuple):
+    """What a batch changes in PendingOrder and HeldOrder (matching.models)."""
+
+    applied: list  # order pks that were PendingNew: their PendingOrder rows go
+    held: list  # (order pk, instrument) of orders the engine holds from now on
+    released: list  # order pks the engine held before this batch and holds no more
+
+
 class BatchWrite(NamedTuple):
     """What one engine batch writes, taken from the engine's memory as plain values, with its keys
     taken and its bulk rows already formatted (prepare_write): writing it needs nothing of the
@@ -153,6 +161,7 @@ class BatchWrite(NamedTuple):
     commands: list  # (pk, status, reason)
     prices: list  # (instrument, last price, mark price, bid, ask)
     terms: dict  # instrument -> (ContractTerms, settlement asset, default leverage), for position margin
+    open_orders: OpenOrderChanges
 
 
 def copy_lines(rows, width: int) -> str:
@@ -185,7 +194,8 @@ def insert_statement(table: str, columns, arrays: list[str]) -> tuple[str, list]
 
 
 def prepare_write(*, orders: list, executions: list, positions: list, balances: dict, ledger: list,
-                  system_ledger: dict, commands: list, prices: list, terms: dict) -> BatchWrite:
+                  system_ledger: dict, commands: list, prices: list, terms: dict,
+                  open_orders: OpenOrderChanges = OpenOrderChanges([], [], [])) -> BatchWrite:
     """A batch's BatchWrite: keys taken from the sequences (outside any transaction is fine: an
     unused key is only a gap) and the orders, executions and ledger entries formatted.
 
@@ -206,7 +216,7 @@ def prepare_write(*, orders: list, executions: list, positions: list, balances: 
                                [(transaction_id, account_id, asset, amount, kind, reference)
                                 for (account_id, asset, kind), amount in system_ledger.items() if amount])
     return BatchWrite(now, order_arrays, execution_ids, execution_rows, positions, balances, transaction_id,
-                      ledger_rows, commands, prices, terms)
+                      ledger_rows, commands, prices, terms, open_orders)
 
 
 def copy_text(table: str, columns, text: str) -> None:
@@ -236,6 +246,7 @@ def write_batch(batch: BatchWrite) -> list[int]:
                                  ("matching_instrument", PRICE_WRITE, batch.prices)):
         if rows:
             updates.append(update_statement(table, columns, _arrays(columns, rows)[1]))
+    updates += _open_order_changes(batch.open_orders)
     copies = []
     for table, columns, rows in (("accounts_ledgerentry", LEDGER_COLUMNS, batch.ledger),
                                  ("matching_execution", EXECUTION_COLUMNS, batch.executions)):
@@ -250,6 +261,23 @@ def write_batch(batch: BatchWrite) -> list[int]:
     return batch.execution_ids
 
 
+def _open_order_changes(changes: OpenOrderChanges) -> list[tuple[str, list]]:
+    """The PendingOrder and HeldOrder rows a batch removes and adds, for write_together (an order
+    both held and released within the batch is in neither list, so no row is touched twice)."""
+    statements = []
+    if changes.applied:
+        statements.append(("DELETE FROM matching_pendingorder WHERE order_id = ANY(%s::bigint[])",
+                           [array_text(changes.applied)]))
+    if changes.released:
+        statements.append(("DELETE FROM matching_heldorder WHERE order_id = ANY(%s::bigint[])",
+                           [array_text(changes.released)]))
+    if changes.held:
+        statements.append(insert_statement("matching_heldorder", HELD_ORDER_COLUMNS,
+                                           _arrays(HELD_ORDER_COLUMNS, changes.held)[1]))
+    return statements
+
+
+HELD_ORDER_COLUMNS = [("order_id", "bigint"), ("instrument_id", "bigint")]
 COMMAND_WRITE = [("id", "bigint"), ("status", "text"), ("reason", "text")]
 PRICE_WRITE = [("id", "bigint"), ("last_price", "numeric"), ("mark_price", "numeric"), ("bid_price", "numeric"),
                ("ask_price", "numeric")]
@@ -375,6 +403,20 @@ def lock_balance_rows(keys: list[tuple[int, str]]) -> dict[int, tuple[Decimal, D
     """Creates missing balance rows and locks them in primary-key order; account -> (amount, order margin,
     position margin). All keys share one asset."""
     return {account_id: tuple(row[1:]) for (account_id, _), row in _lock_balances(keys).items()}
+
+
+def forget_closed_orders(instrument_pks: list[int]) -> None:
+    """Drops the PendingOrder and HeldOrder rows of these instruments' orders that are no longer
+    pending or held: only the engine moves an order on, in the batch that changes it, but an order
+    changed by hand (the admin, a repair) leaves its row behind. The queries that use the rows
+    check the order's status anyway."""
+    with raw_cursor() as cursor:
+        cursor.execute("DELETE FROM matching_heldorder h USING matching_order o WHERE o.id = h.order_id "
+                       "AND h.instrument_id = ANY(%s::bigint[]) "
+                       "AND o.ord_status NOT IN ('New', 'PartiallyFilled', 'Untriggered')", [array_text(instrument_pks)])
+        cursor.execute("DELETE FROM matching_pendingorder p USING matching_order o WHERE o.id = p.order_id "
+                       "AND o.instrument_id = ANY(%s::bigint[]) AND o.ord_status <> 'PendingNew'",
+                       [array_text(instrument_pks)])
 
 
 def pending_orders(pks: list[int], instrument_pks: list[int], fields) -> list[tuple]:

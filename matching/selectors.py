@@ -15,7 +15,7 @@ from django.utils import timezone
 from accounts.selectors import dangling_references, ledger_problems
 from config.rawsql import array_text, fetch_all
 from matching import contracts
-from matching.models import OPEN_STATUSES, Execution, Instrument, Order, OrdStatus, Position, Side
+from matching.models import HELD_STATUSES, OPEN_STATUSES, Execution, Instrument, Order, OrdStatus, Position, Side
 
 
 class AccountPositions(NamedTuple):
@@ -188,10 +188,26 @@ def execution_problems() -> list[str]:
                 ("account_id", "accounts_account", "id"), ("instrument_id", "matching_instrument", "id")]))
 
 
+def open_order_problems() -> list[str]:
+    """Open orders missing from PendingOrder or HeldOrder, where the engine's restart, its sweep and
+    the public order book look for them."""
+    sql = """
+        SELECT o.id, o.ord_status FROM matching_order o
+         WHERE (o.ord_status = 'PendingNew'
+                AND NOT EXISTS (SELECT 1 FROM matching_pendingorder p WHERE p.order_id = o.id))
+            OR (o.ord_status IN ('New', 'PartiallyFilled', 'Untriggered')
+                AND NOT EXISTS (SELECT 1 FROM matching_heldorder h WHERE h.order_id = o.id AND h.instrument_id = o.instrument_id))
+         ORDER BY o.id LIMIT 100"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return [f"order {pk} is {status} but not listed as {'pending' if status == 'PendingNew' else 'held'}"
+                for pk, status in cursor.fetchall()]
+
+
 def book_problems() -> list[str]:
     """Everything check_ledger verifies: the ledger, margins, the hot tables' references, and what
     an installed app adds (an AppConfig's own `book_problems`)."""
-    problems = ledger_problems() + margin_problems() + execution_problems()
+    problems = ledger_problems() + margin_problems() + execution_problems() + open_order_problems()
     for app in apps.get_app_configs():
         if hasattr(app, "book_problems"):
             problems += app.book_problems()
@@ -295,9 +311,19 @@ def instrument_stats(instrument_pks: list[int]) -> dict[int, dict]:
     return stats
 
 
+def open_order_pks(*, instrument: Instrument, account_ids: list[int]) -> list[int]:
+    """The orders of these accounts on the instrument that are pending or held by the engine, found
+    through PendingOrder and HeldOrder: never a walk through every order the accounts ever placed."""
+    held = Order.objects.filter(held__instrument=instrument, account_id__any=account_ids,
+                                ord_status__in=HELD_STATUSES).values_list("pk", flat=True)
+    pending = Order.objects.filter(pending__isnull=False, instrument=instrument, account_id__any=account_ids,
+                                   ord_status=OrdStatus.PENDING_NEW).values_list("pk", flat=True)
+    return list(held.union(pending))
+
+
 def order_book_l2(*, instrument: Instrument, depth: int = 0) -> list[tuple[str, Decimal, int]]:
     """(side, price, size) of every resting level as last committed by the engine: asks high to low, then bids."""
-    levels = (Order.objects.filter(instrument=instrument, ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED])
+    levels = (Order.objects.filter(held__instrument=instrument, ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED])
               .values("side", "price").annotate(size=Sum("leaves_qty")))
     asks = sorted((lv for lv in levels if lv["side"] == Side.SELL), key=lambda lv: lv["price"])
     bids = sorted((lv for lv in levels if lv["side"] == Side.BUY), key=lambda lv: lv["price"], reverse=True)

@@ -75,7 +75,7 @@ class Market:
         self.mid = self.tick_price(self.mid * (1 + Decimal(self.rng.gauss(0, 0.0008))))
         spread = self.instrument.tick_size * self.rng.randint(1, 4)
         resting = Order.objects.select_related("instrument").filter(
-            account=self.maker, instrument=self.instrument, ord_status__in=OPEN_STATUSES).order_by("-pk")
+            account=self.maker, held__instrument=self.instrument, ord_status__in=OPEN_STATUSES).order_by("-pk")
         stale = list(resting[20:100])  # keep the latest quotes, pull the older ones
         if stale:
             services.cancel_orders(orders=stale, wait=0)

@@ -284,3 +284,19 @@ def test_the_engine_connects_to_the_celery_broker_as_it_starts(engine, monkeypat
     assert calls == [{"max_retries": 0}] * 2
     assert declared == ["fanout", "celery"]  # the queues of fan_out and record_leader_stats, once
     assert fan_out.ignore_result and record_leader_stats.ignore_result
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_process_connects_to_the_database_as_it_starts_where_connections_are_kept():
+    from config.celery import connect_to_the_database
+
+    saved = connection.settings_dict["CONN_MAX_AGE"]
+    try:
+        for max_age, connected in ((600, True), (0, False)):
+            connection.close()
+            connection.settings_dict["CONN_MAX_AGE"] = max_age
+            connect_to_the_database()
+            assert (connection.connection is not None) is connected
+    finally:
+        connection.settings_dict["CONN_MAX_AGE"] = saved
+        connection.close()

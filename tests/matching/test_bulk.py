@@ -191,3 +191,82 @@ def test_new_rows_go_in_the_same_inline_or_by_copy(monkeypatch):
     assert back["inline"] == back["copied"]
     assert [row[:4] for row in back["inline"]] == [row[:4] for row in rows]
     assert persistence.new_rows(columns, []) == ""
+
+
+def test_open_orders_are_listed_apart_pending_then_held_until_they_end(engine, make_trader):
+    """PendingOrder lists stored orders the engine has not applied (filled by a trigger, whichever way
+    the order was inserted), HeldOrder those it holds; the engine moves them in the batch that
+    changes the order, and check_ledger reports an open order missing from them."""
+    from matching.models import HeldOrder, PendingOrder
+    from matching.selectors import open_order_problems
+
+    def listed(*orders):
+        return [("pending" if PendingOrder.objects.filter(order=o).exists() else "")
+                + ("held" if HeldOrder.objects.filter(order=o).exists() else "") for o in orders]
+
+    maker, taker, stopper = make_trader(), make_trader(), make_trader()
+    ask = services.submit_order(account=maker, symbol="XBTUSDT", side="Sell", order_qty=3_000_000, price="50000")
+    assert listed(ask) == ["pending"]
+    settle(engine)
+    assert listed(ask) == ["held"]
+    assert HeldOrder.objects.get(order=ask).instrument_id == ask.instrument_id
+    instrument = Instrument.objects.select_related("settle_asset").get(symbol="XBTUSDT")
+    (bid,) = services.submit_orders_bulk(instrument=instrument, orders=[BulkOrder(  # by COPY
+        account_id=taker.pk, side="Buy", order_qty=1_000_000, ord_type="Limit", price=D(50000),
+        time_in_force="ImmediateOrCancel", cl_ord_id="listed-1")])
+    stop = services.submit_order(account=stopper, symbol="XBTUSDT", side="Buy", order_qty=1_000_000,
+                                 ord_type="Stop", stop_px="60000")
+    assert listed(bid.order_pk, stop) == ["pending", "pending"]
+    settle(engine)
+    ask.refresh_from_db()
+    assert ask.ord_status == OrdStatus.PARTIALLY_FILLED
+    assert listed(ask, bid.order_pk, stop) == ["held", "", "held"]  # the IOC order filled at once
+    services.submit_order(account=taker, symbol="XBTUSDT", side="Buy", order_qty=2_000_000, price="50000")
+    settle(engine)
+    assert listed(ask) == [""]
+    assert open_order_problems() == []
+    HeldOrder.objects.filter(order=stop).delete()
+    assert open_order_problems() == [f"order {stop.pk} is Untriggered but not listed as held"]
+    HeldOrder.objects.create(order=stop, instrument_id=stop.instrument_id)
+
+
+def test_an_order_ended_by_hand_leaves_the_lists_when_the_engine_restarts(engine, make_trader):
+    from matching.models import HeldOrder
+
+    maker = make_trader()
+    ask = services.submit_order(account=maker, symbol="XBTUSDT", side="Sell", order_qty=1_000_000, price="70000")
+    settle(engine)
+    assert HeldOrder.objects.filter(order=ask).exists()
+    from django.db.models import F
+
+    ask.refresh_from_db()
+    # canceled by hand, its margin given back as the engine would: its row stays behind
+    Balance.objects.filter(account=maker, asset_id="USDT").update(order_margin=F("order_margin") - ask.margin_reserved)
+    Order.objects.filter(pk=ask.pk).update(ord_status=OrdStatus.CANCELED, leaves_qty=0, margin_reserved=0)
+    assert HeldOrder.objects.filter(order=ask).exists()
+    engine.rebuild()
+    assert not HeldOrder.objects.filter(order=ask).exists()
+    assert ask.pk not in engine.states[ask.instrument_id].orders
+
+
+def test_no_index_names_a_column_the_engine_updates_so_its_order_writes_stay_hot():
+    """An order's every change is a new row version; with no index on a changed column (partial
+    indexes' conditions included) and room on the page, PostgreSQL writes it without index entries."""
+    import re
+
+    from django.db import connection
+
+    from matching.persistence import ORDER_COLUMNS
+
+    written = {name for name, _ in ORDER_COLUMNS if name != "id"} | {"updated_at"}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'matching_order'")
+        definitions = [row[0] for row in cursor.fetchall()]
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'matching_order'")
+        (options,) = cursor.fetchone()
+    assert len(definitions) >= 3
+    for definition in definitions:
+        columns = re.sub(r"::\w+", "", definition.split(" USING ", 1)[1])  # without type casts such as ::text
+        named = {column for column in written if re.search(rf"\b{column}\b", columns)}
+        assert not named, f"{definition} names {named}"
+    assert "fillfactor=50" in options

@@ -1,0 +1,81 @@
+# Open orders are found through two small tables instead of partial indexes on ord_status, so
+# that the engine's updates of orders are HOT (see the Order model); the public trades' index holds
+# the taker's executions only, and executions are not indexed by order.
+
+import django.db.models.deletion
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('accounts', '0004_hot_updates'),
+        ('matching', '0010_position_without_constraints'),
+    ]
+
+    operations = [
+        migrations.CreateModel(
+            name='HeldOrder',
+            fields=[
+                ('order', models.OneToOneField(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, primary_key=True, related_name='held', serialize=False, to='matching.order')),
+            ],
+        ),
+        migrations.CreateModel(
+            name='PendingOrder',
+            fields=[
+                ('order', models.OneToOneField(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, primary_key=True, related_name='pending', serialize=False, to='matching.order')),
+            ],
+        ),
+        migrations.RemoveIndex(
+            model_name='execution',
+            name='matching_ex_instrum_210cc0_idx',
+        ),
+        migrations.RemoveIndex(
+            model_name='order',
+            name='order_open_by_instrument',
+        ),
+        migrations.RemoveIndex(
+            model_name='order',
+            name='order_pending',
+        ),
+        migrations.AlterField(
+            model_name='execution',
+            name='order',
+            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='executions', to='matching.order'),
+        ),
+        migrations.AddIndex(
+            model_name='execution',
+            index=models.Index(condition=models.Q(('last_liquidity_ind', 'RemovedLiquidity')), fields=['instrument', '-id'], name='execution_public_trades'),
+        ),
+        migrations.AddField(
+            model_name='heldorder',
+            name='instrument',
+            field=models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='matching.instrument'),
+        ),
+        migrations.RunSQL(
+            [
+                "INSERT INTO matching_pendingorder (order_id) SELECT id FROM matching_order WHERE ord_status = 'PendingNew'",
+                "INSERT INTO matching_heldorder (order_id, instrument_id) SELECT id, instrument_id FROM matching_order "
+                "WHERE ord_status IN ('New', 'PartiallyFilled', 'Untriggered')",
+                # any insert of open orders (the ORM, COPY, a fixture) records them, once per statement
+                """CREATE FUNCTION matching_order_record_open() RETURNS trigger LANGUAGE plpgsql AS $$
+                   BEGIN
+                     INSERT INTO matching_pendingorder (order_id)
+                          SELECT id FROM inserted WHERE ord_status = 'PendingNew';
+                     INSERT INTO matching_heldorder (order_id, instrument_id)
+                          SELECT id, instrument_id FROM inserted WHERE ord_status IN ('New', 'PartiallyFilled', 'Untriggered');
+                     RETURN NULL;
+                   END $$""",
+                "CREATE TRIGGER matching_order_record_open AFTER INSERT ON matching_order "
+                "REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION matching_order_record_open()",
+                # room on each page for an order's next version: an IOC order is written twice
+                # (stored, then filled), a resting one a few times, and pruning frees old versions
+                "ALTER TABLE matching_order SET (fillfactor = 50)",
+            ],
+            [
+                "ALTER TABLE matching_order RESET (fillfactor)",
+                "DROP TRIGGER matching_order_record_open ON matching_order",
+                "DROP FUNCTION matching_order_record_open()",
+            ],
+        ),
+    ]
