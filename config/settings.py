@@ -47,6 +47,9 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
 # query 7-9 ms slower). The web server does not: under ASGI Django advises against persistent connections.
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("DATABASE_CONN_MAX_AGE", "0"))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# a server that does not answer fails a connection in seconds, not minutes: a Celery pool process
+# that connects as it starts has 4 s to start (worker_proc_alive_timeout) before it is replaced
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [

@@ -505,7 +505,7 @@ def check_equity_stops() -> int:
 def settle_profit_share(*, follow: Follow, reason: str = "daily") -> ProfitShareSettlement | None:
     """Pays the leader its rate on the copy's net realized profit above the high-water mark."""
     with transaction.atomic():
-        follow = Follow.objects.select_for_update().select_related("asset", "leader").get(pk=follow.pk)
+        follow = Follow.objects.select_for_update(of=("self",)).select_related("asset", "leader").get(pk=follow.pk)
         cumulative = selectors.copy_realized_pnl(follow=follow)
         fee, mark = calculations.profit_share(cumulative, follow.high_water_mark, follow.profit_share_rate)
         fee = fee.quantize(follow.asset.unit, rounding=ROUND_DOWN)
@@ -547,7 +547,7 @@ def record_leader_executions(*, execution_ids: list[int]) -> None:
 def update_leader_stats(*, leader_id: int) -> LeaderStats:
     """Folds the leader's executions newer than the last counted one into its running statistics and
     its days; nothing is recomputed from history."""
-    stats = LeaderStats.objects.select_for_update().select_related("leader").get(leader_id=leader_id)
+    stats = LeaderStats.objects.select_for_update(of=("self",)).select_related("leader").get(leader_id=leader_id)
     leader = stats.leader
     new = list(Execution.objects.filter(account_id=leader.account_id, pk__gt=stats.last_execution_id,
                                         instrument__settle_asset_id=leader.stats_asset_id).order_by("pk"))

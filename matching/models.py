@@ -223,10 +223,7 @@ class Execution(models.Model):
     exec_id = models.UUIDField(default=time_ordered_uuid, unique=True, editable=False)
     # No foreign-key constraints, as on ledger entries: only the engine writes executions, with ids
     # of orders it holds, and check_ledger verifies that each reference resolves.
-    # not indexed: executions are read by account or instrument, never by order alone, and each
-    # fill writes two of them
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="executions", db_constraint=False,
-                              db_index=False)
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="executions", db_constraint=False)
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="executions", db_index=False,
                                 db_constraint=False)
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, related_name="executions", db_index=False,

@@ -338,7 +338,9 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
     """Queues an amend: a smaller quantity keeps time priority, a new price or larger size does not."""
     instrument = order.instrument
     with transaction.atomic():
-        order = Order.objects.select_for_update(no_key=True).select_related("instrument").get(pk=order.pk)
+        # the order's row only: locking its instrument too would wait for, and deadlock with, the
+        # engine, which writes the instrument's prices while it holds balance rows
+        order = Order.objects.select_for_update(no_key=True, of=("self",)).select_related("instrument").get(pk=order.pk)
         if order.ord_status not in OPEN_STATUSES:
             raise OrderRejected(f"Unable to amend order due to existing state: {order.ord_status}")
         if order_qty not in (None, "") and leaves_qty not in (None, ""):

@@ -1,6 +1,7 @@
 # Open orders are found through two small tables instead of partial indexes on ord_status, so
 # that the engine's updates of orders are HOT (see the Order model); the public trades' index holds
-# the taker's executions only, and executions are not indexed by order.
+# the taker's executions only. Run it with the engines and web processes stopped: an engine of the
+# code before would rest orders without listing them, and its successor would not load them.
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -38,11 +39,6 @@ class Migration(migrations.Migration):
             model_name='order',
             name='order_pending',
         ),
-        migrations.AlterField(
-            model_name='execution',
-            name='order',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='executions', to='matching.order'),
-        ),
         migrations.AddIndex(
             model_name='execution',
             index=models.Index(condition=models.Q(('last_liquidity_ind', 'RemovedLiquidity')), fields=['instrument', '-id'], name='execution_public_trades'),
@@ -54,9 +50,6 @@ class Migration(migrations.Migration):
         ),
         migrations.RunSQL(
             [
-                "INSERT INTO matching_pendingorder (order_id) SELECT id FROM matching_order WHERE ord_status = 'PendingNew'",
-                "INSERT INTO matching_heldorder (order_id, instrument_id) SELECT id, instrument_id FROM matching_order "
-                "WHERE ord_status IN ('New', 'PartiallyFilled', 'Untriggered')",
                 # any insert of open orders (the ORM, COPY, a fixture) records them, once per statement
                 """CREATE FUNCTION matching_order_record_open() RETURNS trigger LANGUAGE plpgsql AS $$
                    BEGIN
@@ -68,6 +61,11 @@ class Migration(migrations.Migration):
                    END $$""",
                 "CREATE TRIGGER matching_order_record_open AFTER INSERT ON matching_order "
                 "REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION matching_order_record_open()",
+                # then the orders already there
+                "INSERT INTO matching_pendingorder (order_id) SELECT id FROM matching_order WHERE ord_status = 'PendingNew' "
+                "ON CONFLICT DO NOTHING",
+                "INSERT INTO matching_heldorder (order_id, instrument_id) SELECT id, instrument_id FROM matching_order "
+                "WHERE ord_status IN ('New', 'PartiallyFilled', 'Untriggered') ON CONFLICT DO NOTHING",
                 # room on each page for an order's next version: an IOC order is written twice
                 # (stored, then filled), a resting one a few times, and pruning frees old versions
                 "ALTER TABLE matching_order SET (fillfactor = 50)",

@@ -708,3 +708,29 @@ def test_an_order_filled_many_times_in_one_batch_has_one_entry_of_each_kind(engi
         (entry,) = LedgerEntry.objects.filter(account=taker, kind=LedgerEntry.Kind.FEE)
         (fill,) = Execution.objects.filter(account=taker)
         assert entry.reference == f"execution:{fill.exec_id}" and entry.amount == -fill.exec_comm
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_amend_locks_its_order_and_not_its_instrument(engine, make_trader):
+    """The engine writes the instrument's prices while it holds balance rows: an amend that locked
+    the instrument too could wait for it, and it for the amend."""
+    import psycopg
+    from django.db import connection
+
+    from bench.engine import database_url
+
+    trader = make_trader()
+    order = services.submit_order(account=trader, symbol="XBTUSDT", side="Buy", order_qty=1_000_000, price="40000")
+    settle(engine)
+    with psycopg.connect(database_url()) as other:  # holds the instrument's row, as a writing engine does
+        other.execute("SELECT 1 FROM matching_instrument WHERE id = %s FOR UPDATE", [order.instrument_id])
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        try:
+            services.amend_order(account=trader, order=order, price="40500", wait=0)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = 0")
+    settle(engine)
+    order.refresh_from_db()
+    assert order.price == D("40500")
