@@ -589,22 +589,24 @@ class Engine:
             tick = state.terms.tick_size
             prices.append((instrument_pk, state.last_price, state.last_price,
                            bid * tick if bid else None, ask * tick if ask else None))
-        # which orders enter or leave PendingOrder and HeldOrder: an order the batch did not apply
-        # was held before it (the engine's memory holds exactly the HeldOrder rows)
-        held_added, held_removed = [], []
+        # which orders enter, change or leave PendingOrder and HeldOrder: an order the batch did
+        # not apply was held before it (the engine's memory holds exactly the HeldOrder rows)
+        held_added, held_changed, held_removed = [], [], []
         for order in batch.orders.values():
-            held = order.ord_status in HELD_STATUSES
-            if order.pk in batch.new_orders:
-                if held:
-                    held_added.append((order.pk, order.instrument_id))
-            elif not held:
-                held_removed.append(order.pk)
+            if order.ord_status not in HELD_STATUSES:
+                if order.pk not in batch.new_orders:
+                    held_removed.append(order.pk)
+            elif order.pk in batch.new_orders:
+                held_added.append((order.pk, order.instrument_id, order.side, order.price, order.leaves_qty,
+                                   order.ord_status))
+            else:
+                held_changed.append((order.pk, order.price, order.leaves_qty, order.ord_status))
         return persistence.prepare_write(
             orders=orders, executions=batch.executions, positions=positions, balances=batch.balances,
             ledger=batch.ledger, system_ledger=batch.system_ledger,
             commands=[(pk, status, reason[:200]) for pk, (status, reason) in batch.commands.items()], prices=prices,
             terms=self.write_terms, open_orders=persistence.OpenOrderChanges(
-                sorted(batch.new_orders), sorted(held_added), sorted(held_removed)))
+                sorted(batch.new_orders), sorted(held_added), sorted(held_changed), sorted(held_removed)))
 
     def after_commit(self, batch: Batch, acks: dict | None = None) -> None:
         """Acknowledges the stream entries, wakes waiting requests and announces the batch."""

@@ -140,7 +140,8 @@ class OpenOrderChanges(NamedTuple):
     """What a batch changes in PendingOrder and HeldOrder (matching.models)."""
 
     applied: list  # order pks that were PendingNew: their PendingOrder rows go
-    held: list  # (order pk, instrument) of orders the engine holds from now on
+    held: list  # HELD_ORDER_COLUMNS of orders the engine holds from now on
+    changed: list  # HELD_ORDER_CHANGES of orders it held before and still holds
     released: list  # order pks the engine held before this batch and holds no more
 
 
@@ -195,7 +196,7 @@ def insert_statement(table: str, columns, arrays: list[str]) -> tuple[str, list]
 
 def prepare_write(*, orders: list, executions: list, positions: list, balances: dict, ledger: list,
                   system_ledger: dict, commands: list, prices: list, terms: dict,
-                  open_orders: OpenOrderChanges = OpenOrderChanges([], [], [])) -> BatchWrite:
+                  open_orders: OpenOrderChanges = OpenOrderChanges([], [], [], [])) -> BatchWrite:
     """A batch's BatchWrite: keys taken from the sequences (outside any transaction is fine: an
     unused key is only a gap) and the orders, executions and ledger entries formatted.
 
@@ -262,8 +263,8 @@ def write_batch(batch: BatchWrite) -> list[int]:
 
 
 def _open_order_changes(changes: OpenOrderChanges) -> list[tuple[str, list]]:
-    """The PendingOrder and HeldOrder rows a batch removes and adds, for write_together (an order
-    both held and released within the batch is in neither list, so no row is touched twice)."""
+    """The PendingOrder and HeldOrder rows a batch removes, adds and changes, for write_together (an
+    order both held and released within the batch is in no list, so no row is touched twice)."""
     statements = []
     if changes.applied:
         statements.append(("DELETE FROM matching_pendingorder WHERE order_id = ANY(%s::bigint[])",
@@ -274,10 +275,15 @@ def _open_order_changes(changes: OpenOrderChanges) -> list[tuple[str, list]]:
     if changes.held:
         statements.append(insert_statement("matching_heldorder", HELD_ORDER_COLUMNS,
                                            _arrays(HELD_ORDER_COLUMNS, changes.held)[1]))
+    if changes.changed:
+        statements.append(update_statement("matching_heldorder", HELD_ORDER_CHANGES,
+                                           _arrays(HELD_ORDER_CHANGES, changes.changed)[1]))
     return statements
 
 
-HELD_ORDER_COLUMNS = [("order_id", "bigint"), ("instrument_id", "bigint")]
+HELD_ORDER_COLUMNS = [("order_id", "bigint"), ("instrument_id", "bigint"), ("side", "text"), ("price", "numeric"),
+                      ("leaves_qty", "bigint"), ("ord_status", "text")]
+HELD_ORDER_CHANGES = [("order_id", "bigint"), ("price", "numeric"), ("leaves_qty", "bigint"), ("ord_status", "text")]
 COMMAND_WRITE = [("id", "bigint"), ("status", "text"), ("reason", "text")]
 PRICE_WRITE = [("id", "bigint"), ("last_price", "numeric"), ("mark_price", "numeric"), ("bid_price", "numeric"),
                ("ask_price", "numeric")]

@@ -15,7 +15,9 @@ from django.utils import timezone
 from accounts.selectors import dangling_references, ledger_problems
 from config.rawsql import array_text, fetch_all
 from matching import contracts
-from matching.models import HELD_STATUSES, OPEN_STATUSES, Execution, Instrument, Order, OrdStatus, Position, Side
+from matching.models import (
+    HELD_STATUSES, OPEN_STATUSES, Execution, HeldOrder, Instrument, Order, OrdStatus, Position, Side,
+)
 
 
 class AccountPositions(NamedTuple):
@@ -190,18 +192,21 @@ def execution_problems() -> list[str]:
 
 def open_order_problems() -> list[str]:
     """Open orders missing from PendingOrder or HeldOrder, where the engine's restart, its sweep and
-    the public order book look for them."""
+    the public order book look for them, and held rows that do not say what their order says."""
     sql = """
-        SELECT o.id, o.ord_status FROM matching_order o
+        SELECT o.id, o.ord_status, h.order_id IS NOT NULL FROM matching_order o
+          LEFT JOIN matching_heldorder h ON h.order_id = o.id
          WHERE (o.ord_status = 'PendingNew'
                 AND NOT EXISTS (SELECT 1 FROM matching_pendingorder p WHERE p.order_id = o.id))
             OR (o.ord_status IN ('New', 'PartiallyFilled', 'Untriggered')
-                AND NOT EXISTS (SELECT 1 FROM matching_heldorder h WHERE h.order_id = o.id AND h.instrument_id = o.instrument_id))
+                AND (h.order_id IS NULL OR (h.instrument_id, h.side, h.leaves_qty, h.ord_status)
+                     <> (o.instrument_id, o.side, o.leaves_qty, o.ord_status) OR h.price IS DISTINCT FROM o.price))
          ORDER BY o.id LIMIT 100"""
     with connection.cursor() as cursor:
         cursor.execute(sql)
-        return [f"order {pk} is {status} but not listed as {'pending' if status == 'PendingNew' else 'held'}"
-                for pk, status in cursor.fetchall()]
+        return [f"order {pk} is {status} but its held row says otherwise" if listed else
+                f"order {pk} is {status} but not listed as {'pending' if status == 'PendingNew' else 'held'}"
+                for pk, status, listed in cursor.fetchall()]
 
 
 def book_problems() -> list[str]:
@@ -323,7 +328,9 @@ def open_order_pks(*, instrument: Instrument, account_ids: list[int]) -> list[in
 
 def order_book_l2(*, instrument: Instrument, depth: int = 0) -> list[tuple[str, Decimal, int]]:
     """(side, price, size) of every resting level as last committed by the engine: asks high to low, then bids."""
-    levels = (Order.objects.filter(held__instrument=instrument, ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED])
+    # from HeldOrder alone, which repeats each resting order's side, price and size: no join to the
+    # orders (20,000 resting orders: 51-74 ms joined, 8-12 ms through the partial index there was)
+    levels = (HeldOrder.objects.filter(instrument=instrument, ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED])
               .values("side", "price").annotate(size=Sum("leaves_qty")))
     asks = sorted((lv for lv in levels if lv["side"] == Side.SELL), key=lambda lv: lv["price"])
     bids = sorted((lv for lv in levels if lv["side"] == Side.BUY), key=lambda lv: lv["price"], reverse=True)

@@ -19,6 +19,10 @@ class Migration(migrations.Migration):
             name='HeldOrder',
             fields=[
                 ('order', models.OneToOneField(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, primary_key=True, related_name='held', serialize=False, to='matching.order')),
+                ('side', models.CharField(choices=[('Buy', 'Buy'), ('Sell', 'Sell')], max_length=4)),
+                ('price', models.DecimalField(blank=True, decimal_places=10, max_digits=30, null=True)),
+                ('leaves_qty', models.BigIntegerField()),
+                ('ord_status', models.CharField(choices=[('PendingNew', 'Pending New'), ('New', 'New'), ('PartiallyFilled', 'Partially Filled'), ('Filled', 'Filled'), ('Canceled', 'Canceled'), ('Rejected', 'Rejected'), ('Untriggered', 'Untriggered')], max_length=16)),
             ],
         ),
         migrations.CreateModel(
@@ -55,8 +59,9 @@ class Migration(migrations.Migration):
                    BEGIN
                      INSERT INTO matching_pendingorder (order_id)
                           SELECT id FROM inserted WHERE ord_status = 'PendingNew';
-                     INSERT INTO matching_heldorder (order_id, instrument_id)
-                          SELECT id, instrument_id FROM inserted WHERE ord_status IN ('New', 'PartiallyFilled', 'Untriggered');
+                     INSERT INTO matching_heldorder (order_id, instrument_id, side, price, leaves_qty, ord_status)
+                          SELECT id, instrument_id, side, price, leaves_qty, ord_status FROM inserted
+                           WHERE ord_status IN ('New', 'PartiallyFilled', 'Untriggered');
                      RETURN NULL;
                    END $$""",
                 "CREATE TRIGGER matching_order_record_open AFTER INSERT ON matching_order "
@@ -64,11 +69,13 @@ class Migration(migrations.Migration):
                 # then the orders already there
                 "INSERT INTO matching_pendingorder (order_id) SELECT id FROM matching_order WHERE ord_status = 'PendingNew' "
                 "ON CONFLICT DO NOTHING",
-                "INSERT INTO matching_heldorder (order_id, instrument_id) SELECT id, instrument_id FROM matching_order "
+                "INSERT INTO matching_heldorder (order_id, instrument_id, side, price, leaves_qty, ord_status) "
+                "SELECT id, instrument_id, side, price, leaves_qty, ord_status FROM matching_order "
                 "WHERE ord_status IN ('New', 'PartiallyFilled', 'Untriggered') ON CONFLICT DO NOTHING",
                 # room on each page for an order's next version: an IOC order is written twice
                 # (stored, then filled), a resting one a few times, and pruning frees old versions
                 "ALTER TABLE matching_order SET (fillfactor = 50)",
+                "ALTER TABLE matching_heldorder SET (fillfactor = 70)",  # a resting order's size changes
             ],
             [
                 "ALTER TABLE matching_order RESET (fillfactor)",

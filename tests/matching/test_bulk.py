@@ -197,6 +197,7 @@ def test_open_orders_are_listed_apart_pending_then_held_until_they_end(engine, m
     """PendingOrder lists stored orders the engine has not applied (filled by a trigger, whichever way
     the order was inserted), HeldOrder those it holds; the engine moves them in the batch that
     changes the order, and check_ledger reports an open order missing from them."""
+    from matching import selectors as services_selectors
     from matching.models import HeldOrder, PendingOrder
     from matching.selectors import open_order_problems
 
@@ -221,13 +222,25 @@ def test_open_orders_are_listed_apart_pending_then_held_until_they_end(engine, m
     ask.refresh_from_db()
     assert ask.ord_status == OrdStatus.PARTIALLY_FILLED
     assert listed(ask, bid.order_pk, stop) == ["held", "", "held"]  # the IOC order filled at once
-    services.submit_order(account=taker, symbol="XBTUSDT", side="Buy", order_qty=2_000_000, price="50000")
+    row = HeldOrder.objects.get(order=ask)  # what the public order book reads
+    assert (row.side, row.price, row.leaves_qty, row.ord_status) == ("Sell", D(50000), 2_000_000, "PartiallyFilled")
+    assert services_selectors.order_book_l2(instrument=instrument) == [("Sell", D(50000), 2_000_000)]
+    services.amend_order(account=maker, order=ask, price="50500", wait=0)
+    settle(engine)
+    assert HeldOrder.objects.get(order=ask).price == D(50500)
+    assert services_selectors.order_book_l2(instrument=instrument) == [("Sell", D(50500), 2_000_000)]
+    services.submit_order(account=taker, symbol="XBTUSDT", side="Buy", order_qty=2_000_000, price="50500")
     settle(engine)
     assert listed(ask) == [""]
+    assert services_selectors.order_book_l2(instrument=instrument) == []
     assert open_order_problems() == []
+    HeldOrder.objects.filter(order=stop).update(leaves_qty=5)
+    assert open_order_problems() == [f"order {stop.pk} is Untriggered but its held row says otherwise"]
     HeldOrder.objects.filter(order=stop).delete()
     assert open_order_problems() == [f"order {stop.pk} is Untriggered but not listed as held"]
-    HeldOrder.objects.create(order=stop, instrument_id=stop.instrument_id)
+    HeldOrder.objects.create(order=stop, instrument_id=stop.instrument_id, side="Buy", leaves_qty=1_000_000,
+                             ord_status="Untriggered")
+    assert open_order_problems() == []
 
 
 def test_an_order_ended_by_hand_leaves_the_lists_when_the_engine_restarts(engine, make_trader):
