@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from config.rawsql import array_text, raw_cursor
 from matching import contracts
+from matching.models import HELD_STATUSES
 
 
 class ExecutionRow(NamedTuple):
@@ -416,13 +417,13 @@ def forget_closed_orders(instrument_pks: list[int]) -> None:
     pending or held: only the engine moves an order on, in the batch that changes it, but an order
     changed by hand (the admin, a repair) leaves its row behind. The queries that use the rows
     check the order's status anyway."""
+    instruments = array_text(instrument_pks)
     with raw_cursor() as cursor:
         cursor.execute("DELETE FROM matching_heldorder h USING matching_order o WHERE o.id = h.order_id "
-                       "AND h.instrument_id = ANY(%s::bigint[]) "
-                       "AND o.ord_status NOT IN ('New', 'PartiallyFilled', 'Untriggered')", [array_text(instrument_pks)])
+                       "AND h.instrument_id = ANY(%s::bigint[]) AND o.ord_status <> ALL(%s::text[])",
+                       [instruments, array_text(HELD_STATUSES, "text")])
         cursor.execute("DELETE FROM matching_pendingorder p USING matching_order o WHERE o.id = p.order_id "
-                       "AND o.instrument_id = ANY(%s::bigint[]) AND o.ord_status <> 'PendingNew'",
-                       [array_text(instrument_pks)])
+                       "AND o.instrument_id = ANY(%s::bigint[]) AND o.ord_status <> 'PendingNew'", [instruments])
 
 
 def pending_orders(pks: list[int], instrument_pks: list[int], fields) -> list[tuple]:

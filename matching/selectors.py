@@ -198,12 +198,12 @@ def open_order_problems() -> list[str]:
           LEFT JOIN matching_heldorder h ON h.order_id = o.id
          WHERE (o.ord_status = 'PendingNew'
                 AND NOT EXISTS (SELECT 1 FROM matching_pendingorder p WHERE p.order_id = o.id))
-            OR (o.ord_status IN ('New', 'PartiallyFilled', 'Untriggered')
+            OR (o.ord_status = ANY(%s::text[])
                 AND (h.order_id IS NULL OR (h.instrument_id, h.side, h.leaves_qty, h.ord_status)
                      <> (o.instrument_id, o.side, o.leaves_qty, o.ord_status) OR h.price IS DISTINCT FROM o.price))
          ORDER BY o.id LIMIT 100"""
     with connection.cursor() as cursor:
-        cursor.execute(sql)
+        cursor.execute(sql, [array_text(HELD_STATUSES, "text")])
         return [f"order {pk} is {status} but its held row says otherwise" if listed else
                 f"order {pk} is {status} but not listed as {'pending' if status == 'PendingNew' else 'held'}"
                 for pk, status, listed in cursor.fetchall()]

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from accounts.models import Account
 from accounts.services import deposit, main_account
 from matching import services
-from matching.models import OPEN_STATUSES, Instrument, Order, Position
+from matching.models import HELD_STATUSES, Instrument, Order, Position
 
 START_PRICES = {"XBTUSD": Decimal(60000), "XBTUSDT": Decimal(60000), "ETHUSDT": Decimal(3000)}
 FUNDING = {"XBT": Decimal(50), "USDT": Decimal(5_000_000), "ETH": Decimal(1000)}
@@ -75,7 +75,7 @@ class Market:
         self.mid = self.tick_price(self.mid * (1 + Decimal(self.rng.gauss(0, 0.0008))))
         spread = self.instrument.tick_size * self.rng.randint(1, 4)
         resting = Order.objects.select_related("instrument").filter(
-            account=self.maker, held__instrument=self.instrument, ord_status__in=OPEN_STATUSES).order_by("-pk")
+            account=self.maker, held__instrument=self.instrument, ord_status__in=HELD_STATUSES).order_by("-pk")
         stale = list(resting[20:100])  # keep the latest quotes, pull the older ones
         if stale:
             services.cancel_orders(orders=stale, wait=0)
