@@ -546,6 +546,45 @@ def test_a_committed_batch_is_announced_even_when_the_next_one_fails(engine_stre
     assert fresh(ask).ord_status == fresh(bid).ord_status == OrdStatus.FILLED
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_batch_is_announced_while_the_next_one_is_still_matched(engine_streams, make_trader,
+                                                                            monkeypatch):
+    """The writer thread acknowledges and announces batch N as soon as it commits: N's replies and
+    fills do not wait until N+1 has been matched."""
+    import threading
+
+    from matching.engine import Engine
+    from matching.signals import batch_committed
+
+    a, b = make_trader(), make_trader()
+    engine = pipelined_engine_with_slow_writes(monkeypatch)
+    ask = submit(a, side="Sell", order_qty=1_000_000, price="50000", wait=0)
+    bid = submit(b, side="Buy", order_qty=1_000_000, price="40000", wait=0)
+    ask_announced, seen_while_matching = threading.Event(), []
+
+    def record(sender, batch, **kwargs):
+        if ("order", ask.pk) in batch.applied:
+            ask_announced.set()
+
+    batch_committed.connect(record, dispatch_uid="test.record")
+    prepare = Engine.prepare
+
+    def slow_prepare(self, entries, waiting=frozenset()):
+        if ("order", bid.pk) in entries:  # matched while the ask's batch commits
+            seen_while_matching.append(ask_announced.wait(timeout=5))
+        return prepare(self, entries, waiting)
+
+    monkeypatch.setattr(Engine, "prepare", slow_prepare)
+    deadline = time.monotonic() + 20
+    try:
+        engine.run(stop=lambda: time.monotonic() > deadline or (
+            fresh(bid).ord_status != OrdStatus.PENDING_NEW and engine.in_flight is None))
+    finally:
+        batch_committed.disconnect(dispatch_uid="test.record")
+    assert seen_while_matching == [True]
+    assert fresh(ask).ord_status == fresh(bid).ord_status == OrdStatus.NEW
+
+
 def test_stream_entries_are_applied_once_and_malformed_ones_are_dropped(engine, make_trader):
     """A repeated entry finds its order no longer pending; an entry without a valid id is acknowledged
     and dropped without stopping the batch."""
