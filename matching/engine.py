@@ -240,13 +240,14 @@ class SymbolState:
 
 @dataclass(slots=True)
 class InFlight:
-    """A batch being committed on the writer thread."""
+    """A batch handed to the writer thread: committed, then acknowledged and announced."""
 
-    future: object
     batch: Batch
     acks: dict | None
     entries: set  # its entries, and orders it applied ahead of their own entries
-    committed: bool = False  # set by the writer thread: then a failure was the announcement's
+    commit: object = None  # the writer thread's two jobs (futures), run in this order
+    announcement: object = None
+    committed: bool = False
 
 
 class Engine:
@@ -459,20 +460,27 @@ class Engine:
             raise
         # what the database will show as pending until this commits: the entries, and any order a
         # command applied ahead of its own entry
-        in_flight = self.in_flight = InFlight(None, batch, acks, set(entries) | set(batch.applied))
-        in_flight.future = self.writer.submit(self._commit_and_announce, in_flight, rows)
+        in_flight = self.in_flight = InFlight(batch, acks, set(entries) | set(batch.applied))
+        in_flight.commit = self.writer.submit(self._commit_in_flight, in_flight, rows)
+        # announced as soon as it commits, not once the next batch is matched; one thread does
+        # both jobs, so batches are announced in order
+        in_flight.announcement = self.writer.submit(self._announce_in_flight, in_flight)
         if len(entries) < self.batch_size:
             # No backlog: matching the next batch beside this commit would take the second core
             # from PostgreSQL and the order senders (paced at 8,000 orders/s, p99 42-68 ms serial
-            # against 64-70 ms overlapped). A full batch means a backlog: then overlapping adds a quarter.
-            self.finish_in_flight()
+            # against 64-70 ms overlapped). A full batch means a backlog: then overlapping adds a
+            # quarter. The announcement need not be waited for: the next read goes on beside it.
+            wait([in_flight.commit])
+            if in_flight.commit.exception() is not None:
+                self.finish_in_flight()  # raises it
 
-    def _commit_and_announce(self, in_flight: InFlight, rows: BatchWrite) -> None:
-        """The writer thread's job: commits the batch, then acknowledges and announces it at once,
-        not once the next batch is matched. One thread does both, so batches are announced in order."""
+    def _commit_in_flight(self, in_flight: InFlight, rows: BatchWrite) -> None:
         self.commit(in_flight.batch, rows)
         in_flight.committed = True
-        self.after_commit(in_flight.batch, in_flight.acks)
+
+    def _announce_in_flight(self, in_flight: InFlight) -> None:
+        if in_flight.committed:
+            self.after_commit(in_flight.batch, in_flight.acks)
 
     def finish_in_flight(self) -> None:
         """Waits until the batch on the writer thread is committed, acknowledged and announced."""
@@ -480,11 +488,11 @@ class Engine:
             return
         in_flight, self.in_flight = self.in_flight, None
         try:
-            in_flight.future.result()  # a failed commit raises here, with self.stale set
+            in_flight.commit.result()  # a failed commit raises here, with self.stale set
         except Exception:
-            if not in_flight.committed:
-                self.suspects = in_flight.entries
-            raise  # after the commit: its entries come again and are skipped
+            self.suspects = in_flight.entries
+            raise
+        in_flight.announcement.result()  # if it failed, the entries come again and are skipped
 
     def drop_in_flight(self) -> None:
         """Lets a committing batch end before the books are rebuilt from the database; if it
@@ -492,8 +500,8 @@ class Engine:
         if self.in_flight is None:
             return
         in_flight, self.in_flight = self.in_flight, None
-        wait([in_flight.future])
-        if in_flight.committed and in_flight.future.exception() is not None:
+        wait([in_flight.commit, in_flight.announcement])
+        if in_flight.committed and in_flight.announcement.exception() is not None:
             try:
                 self.after_commit(in_flight.batch, in_flight.acks)
             except Exception:  # its entries come again and are skipped; the catch-up copies its fills

@@ -7,6 +7,9 @@ one pass in (account, instrument) order, then balance rows in primary-key order,
 else in the project, so concurrent requests cannot deadlock with the engine. Each position is
 written once, with the margin its current leverage asks for.
 """
+import os
+import threading
+from collections import deque
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -78,18 +81,36 @@ def next_ids(table: str, count: int) -> list[int]:
 
 
 def next_ids_of(counts: dict[str, int]) -> dict[str, list[int]]:
-    """next_ids of several tables in one round trip: table -> its keys."""
-    wanted = {table: -(-count // _id_step(table)) for table, count in counts.items() if count}
-    starts: dict[str, list[int]] = {table: [] for table in counts}
-    if wanted:
-        with raw_cursor() as cursor:
-            cursor.execute(" UNION ALL ".join(f"SELECT %s, nextval(pg_get_serial_sequence(%s, 'id')) "
-                                              f"FROM generate_series(1, %s)" for _ in wanted),
-                           [value for table, nextvals in wanted.items() for value in (table, table, nextvals)])
-            for table, start in cursor.fetchall():
-                starts[table].append(start)
-    return {table: [start + i for start in starts[table] for i in range(_id_step(table))][:count]
-            for table, count in counts.items()}
+    """next_ids of several tables in one round trip, or none: table -> its keys.
+
+    Keys a block reserved but its caller did not use are kept for this process's next call, so an
+    engine batch of a hundred fills takes its keys without asking the database (a block of 1,000
+    lasts some ten such batches). Forked children drop what their parent kept: keys are one
+    process's alone."""
+    global _spare_ids_pid
+    if _spare_ids_pid != os.getpid():
+        _spare_ids.clear()
+        _spare_ids_pid = os.getpid()
+    with _spare_ids_lock:
+        wanted = {}
+        for table, count in counts.items():
+            missing = count - len(_spare_ids.get(table, ()))
+            if missing > 0:
+                wanted[table] = -(-missing // _id_step(table))
+        if wanted:
+            with raw_cursor() as cursor:
+                cursor.execute(" UNION ALL ".join(f"SELECT %s, nextval(pg_get_serial_sequence(%s, 'id')) "
+                                                  f"FROM generate_series(1, %s)" for _ in wanted),
+                               [value for table, nextvals in wanted.items() for value in (table, table, nextvals)])
+                for table, start in sorted(cursor.fetchall()):
+                    _spare_ids.setdefault(table, deque()).extend(range(start, start + _id_step(table)))
+        return {table: [_spare_ids[table].popleft() for _ in range(count)] if count else []
+                for table, count in counts.items()}
+
+
+_spare_ids: dict[str, deque] = {}  # table -> keys reserved and not yet used, in order
+_spare_ids_pid = os.getpid()
+_spare_ids_lock = threading.Lock()
 
 
 @lru_cache(maxsize=None)

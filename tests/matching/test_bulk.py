@@ -66,6 +66,20 @@ def test_locked_accounts_read_positions_once_as_the_separate_reads_did(engine, m
     assert not Order.objects.filter(cl_ord_id="not-locked").exists()
 
 
+def test_keys_a_block_reserved_serve_later_calls_of_the_same_process_only(monkeypatch):
+    """A small call takes the keys its block left over for the next one, without asking the
+    database; a forked child (another pid) never reuses what its parent kept."""
+    from matching import persistence
+
+    first = persistence.next_ids("matching_execution", 10)
+    second = persistence.next_ids("matching_execution", 10)
+    assert second == list(range(first[-1] + 1, first[-1] + 11))  # the rest of the same block
+    kept = list(persistence._spare_ids["matching_execution"])
+    monkeypatch.setattr(persistence, "_spare_ids_pid", -1)  # as a forked child sees it
+    in_child = persistence.next_ids("matching_execution", 10)
+    assert not set(in_child) & set(kept + first + second)
+
+
 def test_keys_taken_in_blocks_never_meet_an_insert_of_the_orm(make_trader):
     """Orders and executions are written with keys taken beforehand, a block of 1,000 per nextval;
     an ORM insert in between takes a key of its own block."""
@@ -77,7 +91,7 @@ def test_keys_taken_in_blocks_never_meet_an_insert_of_the_orm(make_trader):
     second = persistence.next_ids("matching_order", 3)
     keys = [*first, order.pk, *second]
     assert len(first) == 1500 and len(second) == 3 and len(set(keys)) == len(keys)
-    assert first == list(range(first[0], first[0] + 1500))  # two blocks, in a row here
+    assert first == sorted(first) and second == sorted(second)
     one, two = persistence.next_ids("accounts_ledgertransaction", 2)  # a sequence stepping by 1 works as before
     assert two == one + 1
     both = persistence.next_ids_of({"matching_execution": 2500, "accounts_ledgertransaction": 1, "matching_order": 0})
