@@ -6,6 +6,8 @@ Runs in a throw-away database (test_<name of DATABASE_URL's database>) and its o
 1. the bare C book applies the command stream in this process (the ceiling);
 2. saturation: every order is queued first, then `manage.py runengine` (a real process) drains
    the stream; throughput = orders after the first batch / (last batch's commit - first batch's);
+   over the same span, the CPU time of the engine process and of its PostgreSQL backends per
+   order: which of the two a change made cheaper;
 3. paced: a fresh engine gets the orders at a steady --rate (default: half the saturated rate), each
    stored just before its stream append as submit_order does; latency = commit - append, taken on
    the IOC and market orders (a quarter of the mix), which are written once, when their batch
@@ -185,6 +187,24 @@ def wait_applied(entries, timeout: float) -> None:
         time.sleep(0.2)
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def engine_cpu(engine_pid: int, clock: "CommitClock") -> dict:
+    """CPU seconds used so far by the engine process ("engine") and by each of its PostgreSQL
+    backends (pid: every client backend of the benchmark's database but this process's and the
+    commit clock's)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND backend_type = 'client backend' AND pid NOT IN (pg_backend_pid(), %s)",
+                       [clock.backend_pid])
+        backends = [pid for (pid,) in cursor.fetchall()]
+    return {"engine": process_cpu_seconds(engine_pid), **{pid: process_cpu_seconds(pid) for pid in backends}}
+
+
 class CommitClock:
     """When each engine batch became visible. An order's updated_at is the time its batch was
     written, taken before the write, so it cannot time the commit; PostgreSQL delivers the engine's
@@ -195,6 +215,7 @@ class CommitClock:
         self._stop = threading.Event()
         self._connection = psycopg.connect(database_url(), autocommit=True)
         self._connection.execute(f"LISTEN {COMMIT_CHANNEL}")
+        self.backend_pid = self._connection.info.backend_pid
         self._thread = threading.Thread(target=self._listen, daemon=True)
         self._thread.start()
 
@@ -283,7 +304,12 @@ def run(count: int, rate: float | None) -> dict:
         clock = CommitClock()
         engine = start_engine(prefix, sweep_seconds=3600)  # everything is queued: nothing to sweep
         try:
+            deadline = time.monotonic() + 120
+            while not clock.seen and time.monotonic() < deadline:
+                time.sleep(0.002)
+            cpu_at_first_commit = engine_cpu(engine.pid, clock)
             wait_applied(entries, timeout=max(120, count / 500))
+            cpu_at_end = engine_cpu(engine.pid, clock)
         finally:
             stop(engine)
         batches = sorted(set(commit_times(entries, clock).values()))
@@ -293,6 +319,9 @@ def run(count: int, rate: float | None) -> dict:
         if len(batches) < 2:
             raise SystemExit(f"--orders must be more than one batch ({DEFAULT_BATCH_SIZE:,})")
         saturated = timed / (batches[-1] - batches[0])
+        used = {part: seconds - cpu_at_first_commit.get(part, 0) for part, seconds in cpu_at_end.items()}
+        cpu_per_order = {"engine": round(used.pop("engine") * 1e6 / timed, 1),
+                         "postgres": round(sum(used.values()) * 1e6 / timed, 1)}
 
         rate = rate or saturated / 2  # a rate the engine sustains: latency without a growing queue
         console.log(f"paced at {rate:,.0f} commands/s")
@@ -339,6 +368,7 @@ def run(count: int, rate: float | None) -> dict:
                       "p99_ms": round(percentile(latencies, 0.99), 2), "max_ms": round(max(latencies), 2),
                       "max_ms_per_tenth_of_the_run": slices},
             "book_to_engine_ratio": round(book_ops / saturated, 1),
+            "saturated_cpu_us_per_order": cpu_per_order,
             "books_balance": not problems,
         }
     finally:
@@ -362,6 +392,8 @@ def main() -> None:
     table.add_row("bare C book (single calls)", f"{result['bare_book_ops_per_s']:,} ops/s")
     table.add_row("engine, saturated", f"{result['saturated_orders_per_s']:,} orders/s")
     table.add_row("book / engine", f"{result['book_to_engine_ratio']}x")
+    cpu = result["saturated_cpu_us_per_order"]
+    table.add_row("saturated: CPU per order", f"engine {cpu['engine']} µs, PostgreSQL {cpu['postgres']} µs")
     paced = result["paced"]
     table.add_row(f"paced at {paced['offered_per_s']:,}/s: p50 / p99 / max",
                   f"{paced['p50_ms']} / {paced['p99_ms']} / {paced['max_ms']} ms")
