@@ -536,11 +536,10 @@ class Engine:
         """Applies pending orders and commands straight from the database, in the order they were stored."""
         self.finish_in_flight()  # until it commits, the database shows its orders as still pending
         instruments = list(self.states)
-        orders = Order.objects.filter(pending__isnull=False, instrument__in=instruments, ord_status=OrdStatus.PENDING_NEW)
         commands = OrderCommand.objects.filter(order__instrument__in=instruments, status=OrderCommand.Status.PENDING)
         if older_than is not None:
-            orders, commands = orders.filter(created_at__lt=older_than), commands.filter(created_at__lt=older_than)
-        stored = [(at, "order", pk) for pk, at in orders.order_by("pk").values_list("pk", "created_at")[:self.batch_size]]
+            commands = commands.filter(created_at__lt=older_than)
+        stored = [(at, "order", pk) for pk, at in persistence.stored_pending_orders(instruments, older_than, self.batch_size)]
         stored += [(at, "command", pk) for pk, at in commands.order_by("pk").values_list("pk", "created_at")[:self.batch_size]]
         entries = [(kind, pk) for _, kind, pk in sorted(stored)][:self.batch_size]
         if entries:

@@ -461,6 +461,25 @@ def pending_orders(pks: list[int], instrument_pks: list[int], fields) -> list[tu
         return [row[2:] for row in cursor.fetchall() if row[1] == "PendingNew" and row[0] in instruments]
 
 
+def stored_pending_orders(instrument_pks: list[int], older_than: datetime | None, limit: int) -> list[tuple]:
+    """(pk, created_at) of the orders still PendingNew on these instruments, stored before
+    `older_than` if given, lowest key first: walked from PendingOrder, each order read by its key.
+    As a join, the planner scanned the whole order table for them (9.4 ms for 36,000 orders, once a
+    second, and growing with the table)."""
+    with raw_cursor() as cursor:
+        cursor.execute(stored_pending_orders_sql(older_than is not None),
+                       [array_text(instrument_pks), *([older_than] if older_than is not None else []), limit])
+        return cursor.fetchall()
+
+
+def stored_pending_orders_sql(older: bool) -> str:
+    """stored_pending_orders' query; the LATERAL ... LIMIT 1 keeps each order's read a lookup by key."""
+    return ("SELECT o.id, o.created_at FROM matching_pendingorder p CROSS JOIN LATERAL ("
+            "SELECT id, created_at FROM matching_order WHERE id = p.order_id AND ord_status = 'PendingNew' "
+            f"AND instrument_id = ANY(%s::bigint[]) {'AND created_at < %s' if older else ''} LIMIT 1) AS o "
+            "ORDER BY p.order_id LIMIT %s")
+
+
 def pending_commands(pks: list[int], instrument_pks: list[int]) -> list[tuple]:
     """(pk, kind, order, instrument, account, order status, new price, new stop price, new leaves qty,
     margin delta, new margin, text) of those commands still pending on these instruments."""
