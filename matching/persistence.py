@@ -88,10 +88,10 @@ def next_ids_of(counts: dict[str, int]) -> dict[str, list[int]]:
     lasts some ten such batches). Forked children drop what their parent kept: keys are one
     process's alone."""
     global _spare_ids_pid
-    if _spare_ids_pid != os.getpid():
-        _spare_ids.clear()
-        _spare_ids_pid = os.getpid()
     with _spare_ids_lock:
+        if _spare_ids_pid != os.getpid():
+            _spare_ids.clear()
+            _spare_ids_pid = os.getpid()
         wanted = {}
         for table, count in counts.items():
             missing = count - len(_spare_ids.get(table, ()))
