@@ -47,11 +47,10 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from django.contrib.auth.models import User  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from accounts.models import Account  # noqa: E402
 from accounts.services import deposit  # noqa: E402
-from django.utils import timezone  # noqa: E402
-
 from matching import persistence, streams  # noqa: E402
 from matching.ids import time_ordered_uuid_text  # noqa: E402
 from matching.engine import DEFAULT_BATCH_SIZE  # noqa: E402
@@ -111,8 +110,8 @@ def bare_book(steps) -> float:
 def prepare(steps, accounts, instrument, pks: list) -> list[tuple[str, int]]:
     """Stores the orders (PendingNew, as submit_order leaves them) and commands of `steps`, which
     continue those already in `pks` (a step names its target by its index in the whole stream);
-    returns their stream entries. Orders go in by COPY with keys taken from their sequence, as the
-    bulk path stores them (submit_orders_bulk): through the ORM this load took two thirds of a core
+    returns their stream entries. Orders go in by COPY, as the bulk path stores them
+    (persistence.store_new_orders): through the ORM this load took two thirds of a core
     from the machine whose engine it measures."""
     tick, lot = instrument.tick_size, instrument.lot_size
     stamp = timezone.now().isoformat()
@@ -131,10 +130,7 @@ def prepare(steps, accounts, instrument, pks: list) -> list[tuple[str, int]]:
             kinds.append(None)
         else:
             kinds.append(step)
-    ids = persistence.next_ids("matching_order", len(rows))
-    persistence.copy_rows("matching_order", persistence.NEW_ORDER_COLUMNS,
-                          [(pk, *row) for pk, row in zip(ids, rows)])
-    created = iter(ids)
+    created = iter(persistence.store_new_orders(rows))
     first = len(pks)
     pks.extend(next(created) if kind is None else None for kind in kinds)
     commands, positions = [], []

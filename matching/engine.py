@@ -247,7 +247,6 @@ class InFlight:
     entries: set  # its entries, and orders it applied ahead of their own entries
     commit: object = None  # the writer thread's two jobs (futures), run in this order
     announcement: object = None
-    committed: bool = False
 
 
 class Engine:
@@ -461,7 +460,7 @@ class Engine:
         # what the database will show as pending until this commits: the entries, and any order a
         # command applied ahead of its own entry
         in_flight = self.in_flight = InFlight(batch, acks, set(entries) | set(batch.applied))
-        in_flight.commit = self.writer.submit(self._commit_in_flight, in_flight, rows)
+        in_flight.commit = self.writer.submit(self.commit, batch, rows)
         # announced as soon as it commits, not once the next batch is matched; one thread does
         # both jobs, so batches are announced in order
         in_flight.announcement = self.writer.submit(self._announce_in_flight, in_flight)
@@ -474,12 +473,9 @@ class Engine:
             if in_flight.commit.exception() is not None:
                 self.finish_in_flight()  # raises it
 
-    def _commit_in_flight(self, in_flight: InFlight, rows: BatchWrite) -> None:
-        self.commit(in_flight.batch, rows)
-        in_flight.committed = True
-
     def _announce_in_flight(self, in_flight: InFlight) -> None:
-        if in_flight.committed:
+        # the commit's job ran before this one, on this thread: its future is done
+        if in_flight.commit.exception() is None:
             self.after_commit(in_flight.batch, in_flight.acks)
 
     def finish_in_flight(self) -> None:
@@ -501,7 +497,7 @@ class Engine:
             return
         in_flight, self.in_flight = self.in_flight, None
         wait([in_flight.commit, in_flight.announcement])
-        if in_flight.committed and in_flight.announcement.exception() is not None:
+        if in_flight.commit.exception() is None and in_flight.announcement.exception() is not None:
             try:
                 self.after_commit(in_flight.batch, in_flight.acks)
             except Exception:  # its entries come again and are skipped; the catch-up copies its fills

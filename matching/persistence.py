@@ -99,8 +99,8 @@ def next_ids_of(counts: dict[str, int]) -> dict[str, list[int]]:
                 wanted[table] = -(-missing // _id_step(table))
         if wanted:
             with raw_cursor() as cursor:
-                cursor.execute(" UNION ALL ".join(f"SELECT %s, nextval(pg_get_serial_sequence(%s, 'id')) "
-                                                  f"FROM generate_series(1, %s)" for _ in wanted),
+                cursor.execute(" UNION ALL ".join("SELECT %s, nextval(pg_get_serial_sequence(%s, 'id')) "
+                                                  "FROM generate_series(1, %s)" for _ in wanted),
                                [value for table, nextvals in wanted.items() for value in (table, table, nextvals)])
                 for table, start in sorted(cursor.fetchall()):
                     _spare_ids.setdefault(table, deque()).extend(range(start, start + _id_step(table)))
@@ -425,6 +425,14 @@ NEW_ORDER_COLUMNS = [
     ("price", "numeric"), ("stop_px", "numeric"), ("protect_price", "numeric"), ("order_qty", "bigint"),
     ("leaves_qty", "bigint"), ("margin_reserved", "numeric"), ("text", "text"), ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
 ]  # the other columns take their database defaults (see the migration)
+
+
+def store_new_orders(rows: list[tuple]) -> list[int]:
+    """Inserts orders by COPY, rows of NEW_ORDER_COLUMNS but the key, which is taken from the
+    sequence here; returns the keys, in the rows' order. A trigger lists the PendingNew ones."""
+    ids = next_ids("matching_order", len(rows))
+    copy_rows("matching_order", NEW_ORDER_COLUMNS, [(pk, *row) for pk, row in zip(ids, rows)])
+    return ids
 
 
 def lock_balance_rows(keys: list[tuple[int, str]]) -> dict[int, tuple[Decimal, Decimal, Decimal]]:

@@ -535,12 +535,11 @@ def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder],
                     continue
                 reserved[request.account_id] = reserved.get(request.account_id, Decimal(0)) + margin
             rows.append((request, protect, margin))
-        ids = persistence.next_ids("matching_order", len(rows))
         stamp = now.isoformat()  # text: COPY would format a datetime twice per row
-        persistence.copy_rows("matching_order", persistence.NEW_ORDER_COLUMNS, [
-            (pk, time_ordered_uuid_text(), r.account_id, instrument.pk, r.cl_ord_id, r.side, r.ord_type, r.time_in_force,
+        ids = persistence.store_new_orders([
+            (time_ordered_uuid_text(), r.account_id, instrument.pk, r.cl_ord_id, r.side, r.ord_type, r.time_in_force,
              r.exec_inst, r.price, r.stop_px, protect, r.order_qty, r.order_qty, margin, r.text[:200], stamp, stamp)
-            for pk, (r, protect, margin) in zip(ids, rows)])
+            for r, protect, margin in rows])
         persistence.add_order_margin(asset, reserved)
         results += [BulkResult(r, pk) for pk, (r, _, _) in zip(ids, rows)]
         transaction.on_commit(lambda: streams.send_commands(instrument.symbol, [("order", pk) for pk in ids]))

@@ -315,10 +315,9 @@ def test_the_sweep_finds_stored_orders_through_pending_order_without_reading_eve
     instrument = Instrument.objects.get(symbol="XBTUSDT")
     account = make_trader()
     stamp = (timezone.now() - timedelta(minutes=1)).isoformat()
-    ids = persistence.next_ids("matching_order", 20_000)
-    persistence.copy_rows("matching_order", persistence.NEW_ORDER_COLUMNS, [
-        (pk, time_ordered_uuid_text(), account.pk, instrument.pk, "", "Buy", "Limit", "GoodTillCancel", "",
-         D(40000), None, None, 1000, 1000, D(0), "", stamp, stamp) for pk in ids])
+    ids = persistence.store_new_orders([
+        (time_ordered_uuid_text(), account.pk, instrument.pk, "", "Buy", "Limit", "GoodTillCancel", "",
+         D(40000), None, None, 1000, 1000, D(0), "", stamp, stamp) for _ in range(20_000)])
     with connection.cursor() as cursor:  # statistics taken during a burst, as autovacuum may leave them
         cursor.execute("ANALYZE matching_order")
         cursor.execute("ANALYZE matching_pendingorder")
