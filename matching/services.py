@@ -337,7 +337,15 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
                 text: str = "", wait: float | None = None) -> Order:
     """Queues an amend: a smaller quantity keeps time priority, a new price or larger size does not."""
     instrument = order.instrument
+    needs_margin = not (order.has_exec_inst("ReduceOnly") or order.has_exec_inst("Close"))  # fixed at entry
     with transaction.atomic():
+        # Locks in the engine's order, which writes positions, then balances, then orders: an amend
+        # that held its order while it waited for its balance deadlocked with the engine's write.
+        balance = None
+        if needs_margin:
+            position = position_for(account, instrument)
+            key = (account.pk, instrument.settle_asset_id)
+            balance = lock_balances([key])[key]
         # the order's row only: locking its instrument too would wait for, and deadlock with, the
         # engine, which writes the instrument's prices while it holds balance rows
         order = Order.objects.select_for_update(no_key=True, of=("self",)).select_related("instrument").get(pk=order.pk)
@@ -364,8 +372,7 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
         if new_price is None and new_stop is None and new_leaves is None:
             raise OrderRejected("Nothing to amend: give price, stopPx, orderQty or leavesQty")
         delta, new_margin = Decimal(0), None
-        if not (order.has_exec_inst("ReduceOnly") or order.has_exec_inst("Close")):
-            position = position_for(account, instrument)
+        if balance is not None:
             trigger = new_stop or order.stop_px
             reference = new_price or order.price or (
                 market_protection_price(instrument, order.side, trigger) if trigger else order.protect_price)
@@ -373,8 +380,7 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
                                       qty=new_leaves if new_leaves is not None else order.leaves_qty,
                                       price=reference, leverage=position.leverage, position_qty=position.current_qty)
             delta = max(new_margin - order.margin_reserved, Decimal(0))
-            key = (account.pk, instrument.settle_asset_id)
-            _reserve(lock_balances([key])[key], delta)
+            _reserve(balance, delta)
         command = OrderCommand.objects.create(order=order, kind=OrderCommand.Kind.AMEND, new_price=new_price,
                                               new_stop_px=new_stop, new_order_qty=new_order_qty,
                                               new_leaves_qty=new_leaves, margin_delta=delta,

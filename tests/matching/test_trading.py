@@ -773,3 +773,39 @@ def test_an_amend_locks_its_order_and_not_its_instrument(engine, make_trader):
     settle(engine)
     order.refresh_from_db()
     assert order.price == D("40500")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_amend_takes_its_balance_before_its_order_as_the_engine_does(engine, make_trader):
+    """The engine's write holds balance rows, then updates orders: an amend that held its order while
+    it waited for its balance deadlocked with it."""
+    import threading
+
+    import psycopg
+    from django.db import connection
+
+    from bench.engine import database_url
+
+    trader = make_trader()
+    order = submit(trader, side="Buy", order_qty=1_000_000, price="40000")
+    settle(engine)
+    errors = []
+
+    def amend():
+        try:
+            services.amend_order(account=trader, order=order, order_qty=2_000_000, wait=0)
+        except Exception as error:  # noqa: BLE001 - the test reports it
+            errors.append(error)
+        finally:
+            connection.close()
+
+    with psycopg.connect(database_url()) as writer:  # as the engine's write: the balance, then the order
+        writer.execute("SELECT 1 FROM accounts_balance WHERE account_id = %s FOR NO KEY UPDATE", [trader.pk])
+        thread = threading.Thread(target=amend)
+        thread.start()
+        time.sleep(0.5)  # the amend waits for a lock by now
+        writer.execute("UPDATE matching_order SET text = text WHERE id = %s", [order.pk])
+    thread.join(10)
+    assert errors == []
+    settle(engine)
+    assert fresh(order).order_qty == 2_000_000
