@@ -1,6 +1,6 @@
 """Orders per second from the stream to committed in PostgreSQL, and submit-to-commit latency.
 
-    python bench/engine.py [--orders 100000] [--rate N] [--json]
+    python bench/engine.py [--orders 100000] [--rate N] [--symbols XBTUSDT ...] [--json]
 
 Runs in a throw-away database (test_<name of DATABASE_URL's database>) and its own stream prefix:
 1. the bare C book applies the command stream in this process (the ceiling);
@@ -15,7 +15,9 @@ Runs in a throw-away database (test_<name of DATABASE_URL's database>) and its o
 A commit is timed when PostgreSQL delivers the engine's notification of it to this process
 (CommitClock), not by the rows' own times, which are taken before the batch is written.
 The stream is a realistic mix: limit orders around a moving mid (a fifth of them crossing),
-market orders, cancels and amends, from 1,000 traders.
+market orders, cancels and amends, from 1,000 traders. With several --symbols, the orders are
+shared evenly between them, the traders trade all of them, and each symbol has an engine process
+of its own (DESIGN.md: the engine shards by symbol); every figure is over all of them.
 """
 import argparse
 import json
@@ -60,13 +62,13 @@ from matching.models import Instrument, Order, OrderCommand, OrdStatus, OrdType,
 
 SYMBOL = "XBTUSDT"
 TRADERS = 1000
+MID_TICKS = {"XBTUSDT": 120_000, "ETHUSDT": 60_000}  # 60,000 and 3,000 USDT
 console = Console(stderr=True)
 
 
-def mix(count: int, seed: int = 3) -> list[tuple]:
+def mix(count: int, seed: int = 3, mid: int = MID_TICKS[SYMBOL]) -> list[tuple]:
     """(kind, trader, side, ticks, lots, tif | target index): 62% limit, 13% IOC, 10% market, 10% cancel, 5% amend."""
     rng = random.Random(seed)
-    mid = 120_000  # ticks of 0.5: 60,000 USDT
     steps, live = [], []
     for i in range(count):
         mid += rng.choice((-1, 0, 0, 1))
@@ -90,7 +92,7 @@ def mix(count: int, seed: int = 3) -> list[tuple]:
 
 
 def bare_book(steps) -> float:
-    """ops/s of the C book alone on the same stream (single calls)."""
+    """Seconds the C book alone takes on the same stream (single calls)."""
     book = OrderBook()
     start = time.perf_counter()
     for i, step in enumerate(steps, 1):
@@ -104,7 +106,7 @@ def bare_book(steps) -> float:
         elif kind == "amend" and step[1] + 1 in book:
             _, _, qty, _, _ = book.order(step[1] + 1)
             book.amend(step[1] + 1, step[2], qty)
-    return len(steps) / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def prepare(steps, accounts, instrument, pks: list) -> list[tuple[str, int]]:
@@ -114,6 +116,8 @@ def prepare(steps, accounts, instrument, pks: list) -> list[tuple[str, int]]:
     (persistence.store_new_orders): through the ORM this load took two thirds of a core
     from the machine whose engine it measures."""
     tick, lot = instrument.tick_size, instrument.lot_size
+    mid = MID_TICKS[instrument.symbol] * tick
+    protects = {"Buy": mid * Decimal("1.1"), "Sell": mid * Decimal("0.9")}
     stamp = timezone.now().isoformat()
     rows, kinds = [], []
     for step in steps:
@@ -122,7 +126,7 @@ def prepare(steps, accounts, instrument, pks: list) -> list[tuple[str, int]]:
             is_limit = step[0] == "limit"
             price = step[3] * tick if is_limit else None
             qty = (step[4] if is_limit else step[3]) * lot
-            protect = None if is_limit else (Decimal(66000) if side == "Buy" else Decimal(54000))
+            protect = None if is_limit else protects[side]
             tif = TimeInForce.GOOD_TILL_CANCEL if is_limit and step[5] == GTC else TimeInForce.IMMEDIATE_OR_CANCEL
             rows.append([time_ordered_uuid_text(), accounts[step[1]].pk, instrument.pk, "", side,
                          OrdType.LIMIT if is_limit else OrdType.MARKET, tif, "", price, None, protect, qty, qty,
@@ -154,12 +158,12 @@ def database_url() -> str:
     return f"postgres://{quote(db['USER'] or '')}:{quote(db['PASSWORD'] or '')}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def start_engine(prefix: str, sweep_seconds: float = 2) -> subprocess.Popen:
+def start_engine(prefix: str, symbol: str, sweep_seconds: float = 2) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": database_url(), "ENGINE_STREAM_PREFIX": prefix, "PYTHONUNBUFFERED": "1",
            "ENGINE_SWEEP_SECONDS": str(sweep_seconds)}
     logs = ROOT / ".data" / "bench"
     logs.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "manage.py", "runengine", "--symbols", SYMBOL],
+    return subprocess.Popen([sys.executable, "manage.py", "runengine", "--symbols", symbol],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(logs / "engine.log", "ab"))
 
 
@@ -189,16 +193,17 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def engine_cpu(engine_pid: int, clock: "CommitClock") -> dict:
-    """CPU seconds used so far by the engine process ("engine") and by each of its PostgreSQL
-    backends (pid: every client backend of the benchmark's database but this process's and the
-    commit clock's)."""
+def engine_cpu(engine_pids: list[int], clock: "CommitClock") -> dict:
+    """CPU seconds used so far by the engine processes together ("engine") and by each of their
+    PostgreSQL backends (pid: every client backend of the benchmark's database but this process's
+    and the commit clock's)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                        "AND backend_type = 'client backend' AND pid NOT IN (pg_backend_pid(), %s)",
                        [clock.backend_pid])
         backends = [pid for (pid,) in cursor.fetchall()]
-    return {"engine": process_cpu_seconds(engine_pid), **{pid: process_cpu_seconds(pid) for pid in backends}}
+    return {"engine": sum(process_cpu_seconds(pid) for pid in engine_pids),
+            **{pid: process_cpu_seconds(pid) for pid in backends}}
 
 
 class CommitClock:
@@ -253,112 +258,127 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def send(prefix: str, entries, rate: float | None) -> dict[int, float]:
-    """Appends entries to the stream; returns the append time of each order."""
-    return send_paced(prefix, [entries[i:i + 100] for i in range(0, len(entries), 100)], rate=None)
+def send(prefix: str, parts: list[tuple[str, list]]) -> dict[int, float]:
+    """Appends each symbol's entries to its stream; returns the append time of each order."""
+    return send_paced(prefix, [(symbol, entries[i:i + 100]) for symbol, entries in parts
+                               for i in range(0, len(entries), 100)], rate=None)
 
 
-def send_paced(prefix: str, chunks, rate: float | None, store=None) -> dict[int, float]:
-    """Appends chunks to the stream, at `rate` commands per second if given. With `store`, each chunk
-    is a list of steps that store() turns into entries just before they are sent, as submit_order
-    stores an order just before its stream append."""
+def send_paced(prefix: str, chunks: list[tuple[str, list]], rate: float | None, store=None) -> dict[int, float]:
+    """Appends (symbol, chunk) to the symbol's stream, at `rate` commands per second if given. With
+    `store`, each chunk is a list of steps that store(symbol, chunk) turns into entries just before
+    they are sent, as submit_order stores an order just before its stream append."""
     settings.ENGINE_STREAM_PREFIX = prefix
     sent = {}
     done = 0
     start = time.monotonic()
-    for chunk in chunks:
+    for symbol, chunk in chunks:
         if rate:
             due = start + done / rate
             while (now := time.monotonic()) < due:
                 time.sleep(min(due - now, 0.002))
-        part = store(chunk) if store else chunk
+        part = store(symbol, chunk) if store else chunk
         stamp = time.time()
-        streams.send_commands(SYMBOL, part)
+        streams.send_commands(symbol, part)
         sent.update((pk, stamp) for kind, pk in part if kind == "order")
         done += len(part)
     return sent
 
 
-def run(count: int, rate: float | None) -> dict:
+def interleaved(symbols: list[str], per_symbol: dict[str, list], size: int) -> list[tuple[str, list]]:
+    """(symbol, chunk of `size`) taking each symbol in turn, as orders of several markets arrive."""
+    chunks = {symbol: [per_symbol[symbol][i:i + size] for i in range(0, len(per_symbol[symbol]), size)]
+              for symbol in symbols}
+    longest = max(len(c) for c in chunks.values())
+    return [(symbol, chunks[symbol][i]) for i in range(longest) for symbol in symbols if i < len(chunks[symbol])]
+
+
+def run(count: int, rate: float | None, symbols: list[str]) -> dict:
     from django.test.utils import setup_databases, teardown_databases
 
+    unknown = set(symbols) - set(MID_TICKS)
+    if unknown:
+        raise SystemExit(f"no price for {', '.join(sorted(unknown))}: the mix knows {', '.join(MID_TICKS)}")
     old = setup_databases(verbosity=0, interactive=False)
     try:
-        instrument = Instrument.objects.get(symbol=SYMBOL)
+        instruments = {symbol: Instrument.objects.get(symbol=symbol) for symbol in symbols}
         users = User.objects.bulk_create([User(username=f"bench-{i}") for i in range(TRADERS)])
         accounts = Account.objects.bulk_create([Account(user=user) for user in users])
         for account in accounts:
             deposit(account=account, asset="USDT", amount=Decimal(10**9))
-        steps = mix(count)
-        console.log(f"bare book on {count:,} commands")
-        book_ops = bare_book(steps)
+        share = count // len(symbols)
+        steps = {symbol: mix(share, seed=3 + n, mid=MID_TICKS[symbol]) for n, symbol in enumerate(symbols)}
+        console.log(f"bare book on {share * len(symbols):,} commands")
+        book_ops = share * len(symbols) / sum(bare_book(s) for s in steps.values())
 
-        console.log("saturation: queue everything, then drain")
-        entries = prepare(steps, accounts, instrument, [])
+        console.log(f"saturation: queue everything, then drain ({len(symbols)} engine(s))")
+        entries = {symbol: prepare(steps[symbol], accounts, instruments[symbol], []) for symbol in symbols}
+        everything = [entry for symbol in symbols for entry in entries[symbol]]
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
-        send(prefix, entries, None)
+        send(prefix, [(symbol, entries[symbol]) for symbol in symbols])
         clock = CommitClock()
-        engine = start_engine(prefix, sweep_seconds=3600)  # everything is queued: nothing to sweep
+        engines = [start_engine(prefix, symbol, sweep_seconds=3600) for symbol in symbols]  # nothing to sweep
         try:
             deadline = time.monotonic() + 120
             while not clock.seen and time.monotonic() < deadline:
                 time.sleep(0.002)
-            cpu_at_first_commit = engine_cpu(engine.pid, clock)
-            wait_applied(entries, timeout=max(120, count / 500))
-            cpu_at_end = engine_cpu(engine.pid, clock)
+            cpu_at_first_commit = engine_cpu([e.pid for e in engines], clock)
+            wait_applied(everything, timeout=max(120, count / 500))
+            cpu_at_end = engine_cpu([e.pid for e in engines], clock)
         finally:
-            stop(engine)
-        batches = sorted(set(commit_times(entries, clock).values()))
-        # Every batch but the last is full (all is queued). The clock starts when the first batch
-        # commits, so the orders of that batch are not counted.
-        timed = sum(1 for kind, _ in entries[DEFAULT_BATCH_SIZE:] if kind == "order")
-        if len(batches) < 2:
-            raise SystemExit(f"--orders must be more than one batch ({DEFAULT_BATCH_SIZE:,})")
+            for engine in engines:
+                stop(engine)
+        batches = sorted(set(commit_times(everything, clock).values()))
+        # Every batch but an engine's last is full (all is queued). The clock starts when the first
+        # batch commits, so the orders of each engine's first batch are not counted.
+        timed = sum(1 for symbol in symbols for kind, _ in entries[symbol][DEFAULT_BATCH_SIZE:] if kind == "order")
+        if len(batches) < 2 or not timed:
+            raise SystemExit(f"--orders must be more than one batch ({DEFAULT_BATCH_SIZE:,}) a symbol")
         saturated = timed / (batches[-1] - batches[0])
         used = {part: seconds - cpu_at_first_commit.get(part, 0) for part, seconds in cpu_at_end.items()}
         cpu_per_order = {"engine": round(used.pop("engine") * 1e6 / timed, 1),
                          "postgres": round(sum(used.values()) * 1e6 / timed, 1)}
 
-        rate = rate or saturated / 2  # a rate the engine sustains: latency without a growing queue
+        rate = rate or saturated / 2  # a rate the engines sustain: latency without a growing queue
         console.log(f"paced at {rate:,.0f} commands/s")
         Order.objects.filter(ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED]).update(
-            ord_status=OrdStatus.CANCELED, leaves_qty=0)  # a fresh book for the second engine
-        paced_steps = mix(count, seed=4)
-        pks: list = []
-        entries = []
+            ord_status=OrdStatus.CANCELED, leaves_qty=0)  # fresh books for the second engines
+        paced_steps = {symbol: mix(share, seed=4 + 10 * n, mid=MID_TICKS[symbol]) for n, symbol in enumerate(symbols)}
+        pks: dict[str, list] = {symbol: [] for symbol in symbols}
+        paced_entries = []
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         settings.ENGINE_STREAM_PREFIX = prefix
         log = ROOT / ".data" / "bench" / "engine.log"
         seen = log.read_bytes().count(b"engine ready") if log.exists() else 0
-        engine = start_engine(prefix)
+        engines = [start_engine(prefix, symbol) for symbol in symbols]
         try:
-            deadline = time.monotonic() + 60  # the engine rebuilds its book and joins the stream
-            while log.read_bytes().count(b"engine ready") <= seen and time.monotonic() < deadline:
+            deadline = time.monotonic() + 60  # the engines rebuild their books and join the streams
+            while (log.read_bytes().count(b"engine ready") < seen + len(engines)) and time.monotonic() < deadline:
                 time.sleep(0.1)
 
-            def store(chunk):
-                part = prepare(chunk, accounts, instrument, pks)
-                entries.extend(part)
+            def store(symbol, chunk):
+                part = prepare(chunk, accounts, instruments[symbol], pks[symbol])
+                paced_entries.extend(part)
                 return part
 
             started = time.monotonic()
-            sent = send_paced(prefix, [paced_steps[i:i + 50] for i in range(0, len(paced_steps), 50)], rate, store)
-            offered = len(entries) / (time.monotonic() - started)
-            wait_applied(entries, timeout=max(120, count / 500))
+            sent = send_paced(prefix, interleaved(symbols, paced_steps, 50), rate, store)
+            offered = len(paced_entries) / (time.monotonic() - started)
+            wait_applied(paced_entries, timeout=max(120, count / 500))
         finally:
-            stop(engine)
-        commits = commit_times(entries, clock, final_in_first_batch=True)
+            for engine in engines:
+                stop(engine)
+        commits = commit_times(paced_entries, clock, final_in_first_batch=True)
         clock.close()
         latencies = [(commits[pk] - at) * 1000 for pk, at in sent.items() if pk in commits]
         by_time = [lat for _, lat in sorted(zip(sent.values(), latencies))]
         tenth = max(len(by_time) // 10, 1)
         slices = [round(max(by_time[i:i + tenth]), 1) for i in range(0, len(by_time), tenth)][:10]
-        problems = []
         from matching.selectors import book_problems
 
         problems = book_problems()
         return {
-            "orders": count, "bare_book_ops_per_s": round(book_ops),
+            "orders": share * len(symbols), "symbols": symbols, "bare_book_ops_per_s": round(book_ops),
             "saturated_orders_per_s": round(saturated),
             "paced": {"offered_per_s": round(offered), "p50_ms": round(percentile(latencies, 0.5), 2),
                       "p99_ms": round(percentile(latencies, 0.99), 2), "max_ms": round(max(latencies), 2),
@@ -376,13 +396,16 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=None,
                         help="commands per second in the paced run (default: half the saturated rate)")
+    parser.add_argument("--symbols", nargs="+", default=[SYMBOL], choices=sorted(MID_TICKS),
+                        help="the orders are shared between these symbols, an engine process each")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = run(args.orders, args.rate)
+    result = run(args.orders, args.rate, args.symbols)
     if args.json:
         print(json.dumps(result))
         return
-    table = Table(title=f"Engine: {args.orders:,} commands of {SYMBOL}, stream to committed in PostgreSQL")
+    table = Table(title=f"Engine: {result['orders']:,} commands of {', '.join(args.symbols)}, "
+                        f"stream to committed in PostgreSQL")
     for column in ("measure", "value"):
         table.add_column(column)
     table.add_row("bare C book (single calls)", f"{result['bare_book_ops_per_s']:,} ops/s")

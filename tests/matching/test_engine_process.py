@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,11 +31,12 @@ def database_url() -> str:
     return f"postgres://{quote(db['USER'] or '')}:{quote(db['PASSWORD'] or '')}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def start_engine(log_path: Path) -> subprocess.Popen:
+def start_engine(log_path: Path, symbol: str = SYMBOL, batch_size: int = 50) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL,
            "ENGINE_STREAM_PREFIX": settings.ENGINE_STREAM_PREFIX, "PYTHONUNBUFFERED": "1"}
     log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "manage.py", "runengine", "--symbols", SYMBOL, "--batch-size", "50"],
+    return subprocess.Popen([sys.executable, "manage.py", "runengine", "--symbols", symbol,
+                             "--batch-size", str(batch_size)],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -57,7 +59,7 @@ def settled_pending() -> int:
     return pending()
 
 
-def script(seed: int, count: int) -> list[tuple]:
+def script(seed: int, count: int, mid: int = 100_000) -> list[tuple]:
     """A stream of crossing limit orders from a few traders, with cancels of earlier ones."""
     rng = random.Random(seed)
     steps = []
@@ -66,9 +68,15 @@ def script(seed: int, count: int) -> list[tuple]:
             steps.append(("cancel", rng.randrange(i)))
         else:
             side = rng.choice(["Buy", "Sell"])
-            ticks = 100_000 + rng.randint(-20, 20)
+            ticks = mid + rng.randint(-20, 20)
             steps.append(("order", rng.randrange(4), side, ticks, rng.randint(1, 5)))
     return steps
+
+
+def taker_maker_fills(executions) -> list[tuple[int, int, int]]:
+    """(taker order, maker order, quantity) of each trade among the executions, in order."""
+    return [(e.order_id, maker.order_id, e.last_qty) for e in executions.filter(last_liquidity_ind="RemovedLiquidity").order_by("pk")
+            for maker in [Execution.objects.get(trd_match_id=e.trd_match_id, last_liquidity_ind="AddedLiquidity")]]
 
 
 def replay_without_crash(steps, order_pks) -> tuple[list, list]:
@@ -133,9 +141,7 @@ def test_killed_engine_loses_and_repeats_nothing(engine_streams, make_trader, tm
     for order in Order.objects.all():
         assert order.cum_qty == sum(Execution.objects.filter(order=order).values_list("last_qty", flat=True))
     expected_fills, expected_resting = replay_without_crash(steps, order_pks)
-    fills = [(e.order_id, maker.order_id, e.last_qty) for e in Execution.objects.filter(last_liquidity_ind="RemovedLiquidity").order_by("pk")
-             for maker in [Execution.objects.get(trd_match_id=e.trd_match_id, last_liquidity_ind="AddedLiquidity")]]
-    assert fills == expected_fills
+    assert taker_maker_fills(Execution.objects.all()) == expected_fills
     open_orders = Order.objects.filter(ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED])
     in_priority = [*open_orders.filter(side="Buy").order_by("-price", "priority"),
                    *open_orders.filter(side="Sell").order_by("price", "priority")]
@@ -143,3 +149,45 @@ def test_killed_engine_loses_and_repeats_nothing(engine_streams, make_trader, tm
     assert book_problems() == []
     assert log_path.read_bytes().count(b"engine ready") == 2
     assert backlog_at_kill, "the kill interrupted a stream of orders"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_engines_one_a_symbol_commit_side_by_side_for_the_same_traders(engine_streams, make_trader, tmp_path):
+    """The engine shards by symbol (DESIGN.md). Two engine processes commit batches of the same
+    traders at once, both writing their balances and the exchange's fee accounts: no batch fails,
+    each symbol trades as its book alone would, and the books balance."""
+    traders = [make_trader(usdt="1000000", xbt="0") for _ in range(4)]
+    markets = {"XBTUSDT": (2, 100_000), "ETHUSDT": (20, 60_000)}  # ticks a USDT; mid, in ticks
+    scripts = {symbol: script(seed=21 + n, count=300, mid=mid) for n, (symbol, (_, mid)) in enumerate(markets.items())}
+    log_path = tmp_path / "engines.log"
+    processes = [start_engine(log_path, symbol, batch_size=10) for symbol in markets]
+    order_pks = {symbol: [] for symbol in markets}
+    placed = {symbol: [] for symbol in markets}
+    try:
+        wait_until(lambda: log_path.read_bytes().count(b"engine ready") == 2, 60, "the engines to start")
+        for i in range(300):
+            for symbol, (ticks_a_usdt, _) in markets.items():
+                step = scripts[symbol][i]
+                if step[0] == "order":
+                    _, trader, side, ticks, lots = step
+                    order = services.submit_order(account=traders[trader], symbol=symbol, side=side,
+                                                  order_qty=lots * LOT, price=str(Decimal(ticks) / ticks_a_usdt),
+                                                  wait=0)
+                    placed[symbol].append(order)
+                    order_pks[symbol].append(order.pk)
+                else:
+                    target = placed[symbol][min(step[1], len(placed[symbol]) - 1)]
+                    services.cancel_orders(orders=[target], wait=0)
+                    order_pks[symbol].append(target.pk)
+        wait_until(lambda: pending() == 0, 60, "the engines to apply every order")
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=10)
+    log = log_path.read_text()
+    assert "Traceback" not in log and "failed" not in log, log
+    for symbol in markets:
+        expected_fills, _ = replay_without_crash(scripts[symbol], order_pks[symbol])
+        fills = taker_maker_fills(Execution.objects.filter(instrument__symbol=symbol))
+        assert fills and fills == expected_fills
+    assert book_problems() == []
