@@ -112,9 +112,9 @@ def bare_book(steps) -> float:
 def prepare(steps, accounts, instrument, pks: list) -> list[tuple[str, int]]:
     """Stores the orders (PendingNew, as submit_order leaves them) and commands of `steps`, which
     continue those already in `pks` (a step names its target by its index in the whole stream);
-    returns their stream entries. Orders go in by COPY, as the bulk path stores them
-    (persistence.store_new_orders): through the ORM this load took two thirds of a core
-    from the machine whose engine it measures."""
+    returns their stream entries. Orders and commands go in by COPY, as the bulk path and
+    cancel_orders store them (persistence.store_new_orders, store_commands): through the ORM this
+    load took two thirds of a core from the machine whose engine it measures."""
     tick, lot = instrument.tick_size, instrument.lot_size
     mid = MID_TICKS[instrument.symbol] * tick
     protects = {"Buy": mid * Decimal("1.1"), "Sell": mid * Decimal("0.9")}
@@ -141,14 +141,11 @@ def prepare(steps, accounts, instrument, pks: list) -> list[tuple[str, int]]:
     for i, step in enumerate(kinds, first):
         if step is None:
             continue
-        target = pks[step[1]]
-        if step[0] == "cancel":
-            commands.append(OrderCommand(order_id=target, kind=OrderCommand.Kind.CANCEL))
-        else:
-            commands.append(OrderCommand(order_id=target, kind=OrderCommand.Kind.AMEND, new_price=step[2] * tick))
+        kind, price = (OrderCommand.Kind.CANCEL, None) if step[0] == "cancel" else (OrderCommand.Kind.AMEND, step[2] * tick)
+        commands.append((pks[step[1]], kind, None, None, price, None, "", Decimal(0), None))
         positions.append(i)
-    for i, command in zip(positions, OrderCommand.objects.bulk_create(commands, batch_size=5000)):
-        pks[i] = command.pk
+    for i, command_pk in zip(positions, persistence.store_commands(commands)):
+        pks[i] = command_pk
     return [("order" if kind is None else "command", pk) for kind, pk in zip(kinds, pks[first:])]
 
 

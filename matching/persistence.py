@@ -435,6 +435,26 @@ def store_new_orders(rows: list[tuple]) -> list[int]:
     return ids
 
 
+COMMAND_COLUMNS = [
+    ("id", "bigint"), ("order_id", "bigint"), ("kind", "text"), ("new_order_qty", "bigint"),
+    ("new_leaves_qty", "bigint"), ("new_price", "numeric"), ("new_stop_px", "numeric"), ("text", "text"),
+    ("margin_delta", "numeric"), ("new_margin", "numeric"), ("status", "text"), ("reason", "text"),
+    ("created_at", "timestamptz"),
+]
+
+
+def store_commands(rows: list[tuple]) -> list[int]:
+    """Inserts pending cancels and amends by COPY, rows of COMMAND_COLUMNS from order_id to
+    new_margin; returns their keys, in the rows' order. The ORM's bulk_create spent about 170 µs of
+    Python on each (a cancel of all of a bot's orders, the engine benchmark's commands)."""
+    if not rows:
+        return []
+    ids = next_ids("matching_ordercommand", len(rows))
+    now = timezone.now()
+    copy_rows("matching_ordercommand", COMMAND_COLUMNS, [(pk, *row, "pending", "", now) for pk, row in zip(ids, rows)])
+    return ids
+
+
 def lock_balance_rows(keys: list[tuple[int, str]]) -> dict[int, tuple[Decimal, Decimal, Decimal]]:
     """Creates missing balance rows and locks them in primary-key order; account -> (amount, order margin,
     position margin). All keys share one asset."""

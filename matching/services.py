@@ -393,16 +393,16 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
 def cancel_orders(*, orders: list[Order], text: str = "", wait: float | None = None) -> list[Order]:
     """Queues cancels of the open ones among orders; the others come back as they are."""
     open_orders = [o for o in orders if o.ord_status in OPEN_STATUSES]
-    commands = OrderCommand.objects.bulk_create(
-        OrderCommand(order=o, kind=OrderCommand.Kind.CANCEL, text=text[:200]) for o in open_orders)
+    commands = persistence.store_commands([(o.pk, OrderCommand.Kind.CANCEL, None, None, None, None, text[:200],
+                                            Decimal(0), None) for o in open_orders])
     by_symbol: dict[str, list[tuple[str, int]]] = {}
-    for order, command in zip(open_orders, commands):
-        by_symbol.setdefault(order.instrument.symbol, []).append(("command", command.pk))
+    for order, command_pk in zip(open_orders, commands):
+        by_symbol.setdefault(order.instrument.symbol, []).append(("command", command_pk))
     timeout = _reply_timeout(wait)
     for symbol, entries in by_symbol.items():
         streams.send_commands(symbol, entries, reply=timeout > 0)
     if commands and timeout > 0:
-        streams.wait_for_engine("command", commands[-1].pk, timeout)
+        streams.wait_for_engine("command", commands[-1], timeout)
     fresh = {o.pk: o for o in Order.objects.select_related("instrument").filter(pk__in=[o.pk for o in orders])}
     return [fresh[o.pk] for o in orders]
 

@@ -253,9 +253,11 @@ def test_cancel_and_cancel_all_release_the_reserved_margin(engine, make_trader):
     orders = [submit(a, side="Buy", order_qty=1_000_000, price=str(40000 + i)) for i in range(3)]
     settle(engine)
     assert balance(a).order_margin > 0
-    services.cancel_orders(orders=[orders[0]])
+    text = 'a tab\there, a backslash \\ and "quotes"\non two lines'  # stored by COPY: kept as it is
+    services.cancel_orders(orders=[orders[0]], text=text)
     settle(engine)
     assert fresh(orders[0]).ord_status == OrdStatus.CANCELED
+    assert orders[0].commands.get().text == text
     services.cancel_all_orders(account=a, symbol=LIN)
     settle(engine)
     assert all(fresh(o).ord_status == OrdStatus.CANCELED for o in orders)
