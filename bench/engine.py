@@ -141,7 +141,10 @@ def prepare(steps, accounts, instrument, pks: list) -> list[tuple[str, int]]:
     for i, step in enumerate(kinds, first):
         if step is None:
             continue
-        kind, price = (OrderCommand.Kind.CANCEL, None) if step[0] == "cancel" else (OrderCommand.Kind.AMEND, step[2] * tick)
+        if step[0] == "cancel":
+            kind, price = OrderCommand.Kind.CANCEL, None
+        else:
+            kind, price = OrderCommand.Kind.AMEND, step[2] * tick
         commands.append((pks[step[1]], kind, None, None, price, None, "", Decimal(0), None))
         positions.append(i)
     for i, command_pk in zip(positions, persistence.store_commands(commands)):

@@ -75,7 +75,8 @@ def script(seed: int, count: int, mid: int = 100_000) -> list[tuple]:
 
 def taker_maker_fills(executions) -> list[tuple[int, int, int]]:
     """(taker order, maker order, quantity) of each trade among the executions, in order."""
-    return [(e.order_id, maker.order_id, e.last_qty) for e in executions.filter(last_liquidity_ind="RemovedLiquidity").order_by("pk")
+    takers = executions.filter(last_liquidity_ind="RemovedLiquidity").order_by("pk")
+    return [(e.order_id, maker.order_id, e.last_qty) for e in takers
             for maker in [Execution.objects.get(trd_match_id=e.trd_match_id, last_liquidity_ind="AddedLiquidity")]]
 
 
