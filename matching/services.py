@@ -372,7 +372,7 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
         if new_price is None and new_stop is None and new_leaves is None:
             raise OrderRejected("Nothing to amend: give price, stopPx, orderQty or leavesQty")
         delta, new_margin = Decimal(0), None
-        if balance is not None:
+        if needs_margin:
             trigger = new_stop or order.stop_px
             reference = new_price or order.price or (
                 market_protection_price(instrument, order.side, trigger) if trigger else order.protect_price)
