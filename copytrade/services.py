@@ -11,7 +11,7 @@ from accounts.models import Account, Asset, Balance, LedgerEntry
 from accounts.services import main_account, post_transaction, transfer
 from copytrade import calculations, hooks, selectors
 from copytrade.models import CopiedOrder, Follow, Leader, LeaderDay, LeaderStats, ProfitShareSettlement
-from matching import persistence
+from matching import persistence, streams
 from matching import selectors as trading_selectors
 from matching.contracts import ContractTerms
 from matching.models import OPEN_STATUSES, Execution, Instrument, Order, OrdType, Position, Side, TimeInForce
@@ -283,12 +283,30 @@ def copy_leader_executions(*, execution_ids: list[int]) -> int:
     """Copies each leader execution to every follower, a chunk of COPY_CHUNK followers at a time: each
     chunk's orders are sized in one pass, stored in bulk and queued. Exactly once: a repeated call
     finds the orders (deterministic clOrdID) and CopiedOrder rows already there. Returns orders placed."""
-    executions = (Execution.objects.select_related("instrument", "instrument__settle_asset", "account__leader")
-                  .filter(pk__in=execution_ids, account__leader__status=Leader.Status.ACTIVE).order_by("pk"))
     placed = 0
-    for execution in executions:
+    for execution in _leader_executions(execution_ids):
         placed += _copy_execution(execution)
     return placed
+
+
+def _leader_executions(execution_ids: list[int]):
+    return (Execution.objects.select_related("instrument", "instrument__settle_asset", "account__leader")
+            .filter(pk__in=execution_ids, account__leader__status=Leader.Status.ACTIVE).order_by("pk"))
+
+
+def warm_up_fan_out() -> None:
+    """Does once, as a worker process starts, what its first copy would otherwise do on a leader's
+    clock: make its Redis client, learn the order keys' sequence step, and run the fan-out's reads
+    (over no follower), so that its database session has the tables' catalog entries loaded."""
+    streams.client().ping()
+    persistence.next_ids("matching_order", 1)  # the rest of the block serves this process's next orders
+    list(_leader_executions([0]))
+    selectors.follows_to_copy(leader=Leader(pk=0), followed_before=timezone.now())
+    instrument = Instrument.objects.select_related("settle_asset").first()
+    if instrument is not None:
+        selectors.equities(account_ids=[0], asset=instrument.settle_asset_id)
+        trading_selectors.account_positions(instrument=instrument, account_ids=[0])
+        persistence.existing_cl_ord_ids([(0, "")])
 
 
 def copy_missed_executions(*, older_than: timedelta = timedelta(seconds=5),

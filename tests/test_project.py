@@ -300,3 +300,39 @@ def test_a_pool_process_connects_to_the_database_as_it_starts_where_connections_
     finally:
         connection.settings_dict["CONN_MAX_AGE"] = saved
         connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_process_does_the_fan_outs_one_time_work_as_it_starts(caplog, monkeypatch):
+    """Its Redis client, the order keys' sequence step and the fan-out's reads: not on a leader's clock."""
+    from django.test.utils import CaptureQueriesContext
+
+    from config.celery import connect_to_the_database
+    from copytrade import services as copy_services
+    from matching import persistence, streams
+    from matching.models import Order
+
+    saved = connection.settings_dict["CONN_MAX_AGE"]
+    try:
+        connection.close()
+        connection.settings_dict["CONN_MAX_AGE"] = 600
+        streams.client.cache_clear()
+        persistence._id_step.cache_clear()
+        persistence._spare_ids.clear()
+        connect_to_the_database()
+        assert streams.client.cache_info().currsize == 1
+        with CaptureQueriesContext(connection) as queries:
+            keys = persistence.next_ids("matching_order", 2_000)
+        assert len(set(keys)) == 2_000
+        assert [q["sql"] for q in queries if "pg_sequences" in q["sql"]] == []  # its step is known
+        assert not Order.objects.exists()  # it only reads (and reserves keys)
+
+        def broken():
+            raise redis.ConnectionError("no Redis yet")
+
+        monkeypatch.setattr(copy_services, "warm_up_fan_out", broken)
+        connect_to_the_database()  # the first task does it then, as it would have anyway
+        assert "could not prepare for the first task" in caplog.text
+    finally:
+        connection.settings_dict["CONN_MAX_AGE"] = saved
+        connection.close()
