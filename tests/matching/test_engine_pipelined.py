@@ -128,3 +128,47 @@ def test_a_pipelined_engine_keeps_the_books_and_its_lists_under_a_random_stream(
     assert set(HeldOrder.objects.values_list("order_id", flat=True)) == open_orders
     assert not PendingOrder.objects.exists()
     assert problems.messages == []  # no batch failed
+
+
+@pytest.mark.django_db
+def test_behind_a_backlog_a_batch_commits_while_the_next_is_matched(monkeypatch):
+    """A large batch, or the rest of a read that took all it asked for, is handed to the writer and
+    the engine goes on; a small batch of a short read waits for its commit (latency at a rate the
+    engine keeps up with)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from matching import engine as engine_module
+    from matching.engine import BACKLOG_BATCH, Batch
+
+    engine = Engine(symbols=[SYMBOL], batch_size=50, pipelined=True)
+    engine.writer = ThreadPoolExecutor(max_workers=1)
+    monkeypatch.setattr(engine, "prepare", lambda entries, waiting: Batch())
+    monkeypatch.setattr(engine, "write_of", lambda batch: None)
+    monkeypatch.setattr(engine, "commit", lambda batch, rows: None)
+    monkeypatch.setattr(engine, "after_commit", lambda batch, acks=None: None)
+    waited_for = []  # the commits the engine waited for before going on
+    real_wait = engine_module.wait
+    monkeypatch.setattr(engine_module, "wait", lambda futures: waited_for.append(futures) or real_wait(futures))
+
+    def entries_of(count: int, ids_each: int = 1) -> list[tuple]:  # as a read returns them
+        return [("s", f"{n}-0", "order", list(range(n * ids_each, (n + 1) * ids_each)), False) for n in range(count)]
+
+    def serial(read: list[tuple]) -> bool:
+        """Whether any batch of the read was committed before the engine went on."""
+        waited_for.clear()
+        engine.apply_stream_entries(read)
+        engine.finish_in_flight()
+        return bool(waited_for)
+
+    try:
+        assert serial(entries_of(10))  # a short read: its batch commits before the next read
+        assert serial(entries_of(16, ids_each=3))  # 48 ids, in a read short of 50 entries
+        # a full read of 50 entries of 3 ids: batches of 51 and 51, then the rest, 48, also a backlog
+        assert not serial(entries_of(50, ids_each=3))
+        engine.batch_size = 10_000
+        assert BACKLOG_BATCH < 10_000
+        assert serial(entries_of(BACKLOG_BATCH - 1))
+        assert not serial(entries_of(BACKLOG_BATCH))  # short of a full read, but a large batch
+    finally:
+        engine.writer.shutdown(wait=True)
+        engine.writer = None
