@@ -1,6 +1,6 @@
 """Orders per second from the stream to committed in PostgreSQL, and submit-to-commit latency.
 
-    python bench/engine.py [--orders 100000] [--rate N] [--symbols XBTUSDT ...] [--json]
+    python bench/engine.py [--orders 100000] [--rate N [N ...]] [--symbols XBTUSDT ...] [--json]
 
 Runs in a throw-away database (test_<name of DATABASE_URL's database>) and its own stream prefix:
 1. the bare C book applies the command stream in this process (the ceiling);
@@ -11,7 +11,9 @@ Runs in a throw-away database (test_<name of DATABASE_URL's database>) and its o
 3. paced: a fresh engine gets the orders at a steady --rate (default: half the saturated rate), each
    stored just before its stream append as submit_order does; latency = commit - append, taken on
    the IOC and market orders (a quarter of the mix), which are written once, when their batch
-   commits (resting orders are written again whenever they change later).
+   commits (resting orders are written again whenever they change later). Several rates make
+   several paced runs, one after the other, each with fresh engines and a fresh mix: latency
+   against throughput.
 A commit is timed when PostgreSQL delivers the engine's notification of it to this process
 (CommitClock), not by the rows' own times, which are taken before the batch is written.
 The stream is a realistic mix: limit orders around a moving mid (a fifth of them crossing),
@@ -293,7 +295,50 @@ def interleaved(symbols: list[str], per_symbol: dict[str, list], size: int) -> l
     return [(symbol, chunks[symbol][i]) for i in range(longest) for symbol in symbols if i < len(chunks[symbol])]
 
 
-def run(count: int, rate: float | None, symbols: list[str]) -> dict:
+def paced_run(rate: float, share: int, symbols: list[str], instruments: dict, accounts: list, clock: "CommitClock",
+              seed: int) -> dict:
+    """Fresh engines get a fresh mix of `share` commands a symbol at `rate` commands a second, each
+    order stored just before its stream append; latency of each IOC and market order, append to commit."""
+    console.log(f"paced at {rate:,.0f} commands/s")
+    Order.objects.filter(ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED]).update(
+        ord_status=OrdStatus.CANCELED, leaves_qty=0)  # fresh books for the fresh engines
+    paced_steps = {symbol: mix(share, seed=4 + 10 * n + 100 * seed, mid=MID_TICKS[symbol])
+                   for n, symbol in enumerate(symbols)}
+    pks: dict[str, list] = {symbol: [] for symbol in symbols}
+    paced_entries = []
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings.ENGINE_STREAM_PREFIX = prefix
+    log = ROOT / ".data" / "bench" / "engine.log"
+    seen = log.read_bytes().count(b"engine ready") if log.exists() else 0
+    engines = [start_engine(prefix, symbol) for symbol in symbols]
+    try:
+        deadline = time.monotonic() + 60  # the engines rebuild their books and join the streams
+        while log.read_bytes().count(b"engine ready") < seen + len(engines) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+        def store(symbol, chunk):
+            part = prepare(chunk, accounts, instruments[symbol], pks[symbol])
+            paced_entries.extend(part)
+            return part
+
+        started = time.monotonic()
+        sent = send_paced(prefix, interleaved(symbols, paced_steps, 50), rate, store)
+        offered = len(paced_entries) / (time.monotonic() - started)
+        wait_applied(paced_entries, timeout=max(120, share * len(symbols) / 500))
+    finally:
+        for engine in engines:
+            stop(engine)
+    commits = commit_times(paced_entries, clock, final_in_first_batch=True)
+    latencies = [(commits[pk] - at) * 1000 for pk, at in sent.items() if pk in commits]
+    by_time = [lat for _, lat in sorted(zip(sent.values(), latencies))]
+    tenth = max(len(by_time) // 10, 1)
+    slices = [round(max(by_time[i:i + tenth]), 1) for i in range(0, len(by_time), tenth)][:10]
+    return {"rate_asked": round(rate), "offered_per_s": round(offered), "p50_ms": round(percentile(latencies, 0.5), 2),
+            "p99_ms": round(percentile(latencies, 0.99), 2), "max_ms": round(max(latencies), 2),
+            "max_ms_per_tenth_of_the_run": slices}
+
+
+def run(count: int, rates: list[float] | None, symbols: list[str]) -> dict:
     from django.test.utils import setup_databases, teardown_databases
 
     old = setup_databases(verbosity=0, interactive=False)
@@ -336,50 +381,17 @@ def run(count: int, rate: float | None, symbols: list[str]) -> dict:
         cpu_per_order = {"engine": round(used.pop("engine") * 1e6 / timed, 1),
                          "postgres": round(sum(used.values()) * 1e6 / timed, 1)}
 
-        rate = rate or saturated / 2  # a rate the engines sustain: latency without a growing queue
-        console.log(f"paced at {rate:,.0f} commands/s")
-        Order.objects.filter(ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED]).update(
-            ord_status=OrdStatus.CANCELED, leaves_qty=0)  # fresh books for the second engines
-        paced_steps = {symbol: mix(share, seed=4 + 10 * n, mid=MID_TICKS[symbol]) for n, symbol in enumerate(symbols)}
-        pks: dict[str, list] = {symbol: [] for symbol in symbols}
-        paced_entries = []
-        prefix = f"bench-{uuid.uuid4().hex[:8]}"
-        settings.ENGINE_STREAM_PREFIX = prefix
-        log = ROOT / ".data" / "bench" / "engine.log"
-        seen = log.read_bytes().count(b"engine ready") if log.exists() else 0
-        engines = [start_engine(prefix, symbol) for symbol in symbols]
-        try:
-            deadline = time.monotonic() + 60  # the engines rebuild their books and join the streams
-            while log.read_bytes().count(b"engine ready") < seen + len(engines) and time.monotonic() < deadline:
-                time.sleep(0.1)
-
-            def store(symbol, chunk):
-                part = prepare(chunk, accounts, instruments[symbol], pks[symbol])
-                paced_entries.extend(part)
-                return part
-
-            started = time.monotonic()
-            sent = send_paced(prefix, interleaved(symbols, paced_steps, 50), rate, store)
-            offered = len(paced_entries) / (time.monotonic() - started)
-            wait_applied(paced_entries, timeout=max(120, count / 500))
-        finally:
-            for engine in engines:
-                stop(engine)
-        commits = commit_times(paced_entries, clock, final_in_first_batch=True)
+        rates = rates or [saturated / 2]  # a rate the engines sustain: latency without a growing queue
+        paced = [paced_run(rate, share, symbols, instruments, accounts, clock, seed=n)
+                 for n, rate in enumerate(rates)]
         clock.close()
-        latencies = [(commits[pk] - at) * 1000 for pk, at in sent.items() if pk in commits]
-        by_time = [lat for _, lat in sorted(zip(sent.values(), latencies))]
-        tenth = max(len(by_time) // 10, 1)
-        slices = [round(max(by_time[i:i + tenth]), 1) for i in range(0, len(by_time), tenth)][:10]
         from matching.selectors import book_problems
 
         problems = book_problems()
         return {
             "orders": share * len(symbols), "symbols": symbols, "bare_book_ops_per_s": round(book_ops),
             "saturated_orders_per_s": round(saturated),
-            "paced": {"offered_per_s": round(offered), "p50_ms": round(percentile(latencies, 0.5), 2),
-                      "p99_ms": round(percentile(latencies, 0.99), 2), "max_ms": round(max(latencies), 2),
-                      "max_ms_per_tenth_of_the_run": slices},
+            "paced": paced,
             "book_to_engine_ratio": round(book_ops / saturated, 1),
             "saturated_cpu_us_per_order": cpu_per_order,
             "books_balance": not problems,
@@ -391,8 +403,9 @@ def run(count: int, rate: float | None, symbols: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=100_000)
-    parser.add_argument("--rate", type=float, default=None,
-                        help="commands per second in the paced run (default: half the saturated rate)")
+    parser.add_argument("--rate", type=float, nargs="+", default=None,
+                        help="commands per second of the paced run, or of each of several paced runs "
+                             "(default: half the saturated rate)")
     parser.add_argument("--symbols", nargs="+", default=[SYMBOL], choices=sorted(MID_TICKS),
                         help="the orders are shared between these symbols, an engine process each")
     parser.add_argument("--json", action="store_true")
@@ -412,9 +425,9 @@ def main() -> None:
     table.add_row("book / engine", f"{result['book_to_engine_ratio']}x")
     cpu = result["saturated_cpu_us_per_order"]
     table.add_row("saturated: CPU per order", f"engine {cpu['engine']} µs, PostgreSQL {cpu['postgres']} µs")
-    paced = result["paced"]
-    table.add_row(f"paced at {paced['offered_per_s']:,}/s: p50 / p99 / max",
-                  f"{paced['p50_ms']} / {paced['p99_ms']} / {paced['max_ms']} ms")
+    for paced in result["paced"]:
+        table.add_row(f"paced at {paced['offered_per_s']:,}/s: p50 / p99 / max",
+                      f"{paced['p50_ms']} / {paced['p99_ms']} / {paced['max_ms']} ms")
     table.add_row("check_ledger", "clean" if result["books_balance"] else "PROBLEMS")
     Console().print(table)
 
