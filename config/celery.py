@@ -25,18 +25,31 @@ def _freeze_heap(**kwargs) -> None:
 
 @worker_init.connect
 def _connect_pool_processes_once_started(**kwargs) -> None:
-    """Connected here, as the worker starts, so that it runs after the handler Celery's Django fix-up
-    connects at that moment, which closes every connection a pool process inherits."""
+    """Connected here, as the worker starts, so that they run after the handlers Celery's Django
+    fix-up connects at that moment: the one that closes every connection a pool process inherits,
+    and the one that closes a connection every CELERY_DB_REUSE_MAX tasks."""
     worker_process_init.connect(connect_to_the_database, dispatch_uid="config.celery.connect_to_the_database")
+    task_postrun.connect(_connect_again_if_closed, dispatch_uid="config.celery.connect_again_if_closed")
+
+
+def _connect_again_if_closed(sender=None, **kwargs) -> None:
+    """A connection closed after a task (older than CONN_MAX_AGE, broken, or Celery's recycling) is
+    opened and prepared again at once, between tasks, not by the next one."""
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
+    from django.db import connection
+
+    if connection.connection is None:
+        connect_to_the_database()
 
 
 def connect_to_the_database(**kwargs) -> None:
     """A pool process opens its database connection as it starts, not in its first task: a leader's
     first fill after a start waited 13 ms for it. What the fan-out does once in a process and a
     database session is done here too (copytrade.services.warm_up_fan_out): a first fill of 1,000
-    copies took 146-162 ms without it, 134-136 ms with it, later fills 114-120 ms. Only where
-    connections are kept between tasks (CONN_MAX_AGE, as the Procfile runs the workers): otherwise
-    each task opens its own."""
+    copies took 146-162 ms without it, 134-136 ms with it, later fills 114-120 ms. Again whenever
+    the connection is renewed. Only where connections are kept between tasks (CONN_MAX_AGE, as the
+    Procfile runs the workers): otherwise each task opens its own."""
     from django.db import connection
 
     if connection.settings_dict.get("CONN_MAX_AGE") == 0:

@@ -294,19 +294,26 @@ def _leader_executions(execution_ids: list[int]):
             .filter(pk__in=execution_ids, account__leader__status=Leader.Status.ACTIVE).order_by("pk"))
 
 
+WARM_UP_TIMEOUT_MS = 500  # a pool process that takes 4 s to start is killed by Celery
+
+
 def warm_up_fan_out() -> None:
-    """Does once, as a worker process starts, what its first copy would otherwise do on a leader's
-    clock: make its Redis client, learn the order keys' sequence step, and run the fan-out's reads
-    (over no follower), so that its database session has the tables' catalog entries loaded."""
-    streams.client().ping()
-    persistence.next_ids("matching_order", 1)  # the rest of the block serves this process's next orders
-    list(_leader_executions([0]))
-    selectors.follows_to_copy(leader=Leader(pk=0), followed_before=timezone.now())
-    instrument = Instrument.objects.select_related("settle_asset").first()
-    if instrument is not None:
-        selectors.equities(account_ids=[0], asset=instrument.settle_asset_id)
-        trading_selectors.account_positions(instrument=instrument, account_ids=[0])
-        persistence.existing_cl_ord_ids([(0, "")])
+    """Does, as a worker process starts or its database connection is renewed, what its next copy
+    would otherwise do on a leader's clock: make its Redis client (no I/O), learn the order keys'
+    sequence step, and run the fan-out's reads over no follower, so that the database session has
+    the tables' catalog entries loaded. Bounded in time: a locked table or a slow server makes it
+    fail, and the copy does it then."""
+    streams.client()
+    with transaction.atomic():
+        persistence.set_local_timeouts(WARM_UP_TIMEOUT_MS)
+        persistence.next_ids("matching_order", 1)  # the rest of the block serves this process's next orders
+        list(_leader_executions([0]))
+        selectors.follows_to_copy(leader=Leader(pk=0), followed_before=timezone.now())
+        instrument = Instrument.objects.select_related("settle_asset").first()
+        if instrument is not None:
+            selectors.equities(account_ids=[0], asset=instrument.settle_asset_id)
+            trading_selectors.account_positions(instrument=instrument, account_ids=[0])
+            persistence.existing_cl_ord_ids([(0, "")])
 
 
 def copy_missed_executions(*, older_than: timedelta = timedelta(seconds=5),

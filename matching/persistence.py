@@ -122,6 +122,13 @@ def _id_step(table: str) -> int:
         return step
 
 
+def set_local_timeouts(milliseconds: int) -> None:
+    """Inside a transaction: its statements and lock waits fail after this long."""
+    with raw_cursor() as cursor:
+        cursor.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+                       [f"{milliseconds}ms", f"{milliseconds}ms"])
+
+
 def copy_rows(table: str, columns, rows) -> None:
     """Inserts rows with COPY, the fastest way into PostgreSQL."""
     if not rows:

@@ -303,36 +303,86 @@ def test_a_pool_process_connects_to_the_database_as_it_starts_where_connections_
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_pool_process_does_the_fan_outs_one_time_work_as_it_starts(caplog, monkeypatch):
-    """Its Redis client, the order keys' sequence step and the fan-out's reads: not on a leader's clock."""
-    from django.test.utils import CaptureQueriesContext
+def test_a_pool_process_does_the_fan_outs_one_time_work_as_it_starts(reference_data, caplog, monkeypatch):
+    """Its Redis client, the order keys' sequence step and the fan-out's reads, in autocommit and
+    bounded in time; again when the connection is renewed after a task; never an error."""
+    from psycopg.pq import TransactionStatus
 
-    from config.celery import connect_to_the_database
+    from config.celery import _connect_again_if_closed, connect_to_the_database
     from copytrade import services as copy_services
     from matching import persistence, streams
     from matching.models import Order
 
+    ran = []
+    real_warm_up = copy_services.warm_up_fan_out
+    monkeypatch.setattr(copy_services, "warm_up_fan_out", lambda: ran.append(1) or real_warm_up())
     saved = connection.settings_dict["CONN_MAX_AGE"]
     try:
         connection.close()
         connection.settings_dict["CONN_MAX_AGE"] = 600
+        streams.client().close()
         streams.client.cache_clear()
         persistence._id_step.cache_clear()
         persistence._spare_ids.clear()
+        caplog.clear()
         connect_to_the_database()
+        assert ran == [1] and "could not prepare" not in caplog.text
         assert streams.client.cache_info().currsize == 1
-        with CaptureQueriesContext(connection) as queries:
-            keys = persistence.next_ids("matching_order", 2_000)
-        assert len(set(keys)) == 2_000
-        assert [q["sql"] for q in queries if "pg_sequences" in q["sql"]] == []  # its step is known
-        assert not Order.objects.exists()  # it only reads (and reserves keys)
+        assert persistence._id_step.cache_info().currsize == 1  # the step of matching_order's keys
+        step = persistence._id_step("matching_order")
+        assert len(persistence._spare_ids["matching_order"]) == step - 1  # kept for this process's orders
+        assert connection.get_autocommit()
+        assert connection.connection.info.transaction_status == TransactionStatus.IDLE
+        assert not Order.objects.exists()
+
+        _connect_again_if_closed()  # still connected after a task: nothing to do
+        assert ran == [1]
+        connection.close()  # as close_old_connections does once the connection is CONN_MAX_AGE old
+        _connect_again_if_closed()
+        assert ran == [1, 1] and connection.connection is not None
 
         def broken():
             raise redis.ConnectionError("no Redis yet")
 
         monkeypatch.setattr(copy_services, "warm_up_fan_out", broken)
+        caplog.clear()
         connect_to_the_database()  # the first task does it then, as it would have anyway
         assert "could not prepare for the first task" in caplog.text
     finally:
         connection.settings_dict["CONN_MAX_AGE"] = saved
         connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_fan_outs_warm_up_gives_up_on_a_locked_table(reference_data):
+    """A pool process must be up within 4 s: a table locked by a migration fails the warm-up fast."""
+    import threading
+    import time
+
+    from django.db import connections
+
+    from copytrade import services as copy_services
+
+    locked, release = threading.Event(), threading.Event()
+
+    def lock_follows():
+        with connections["default"].cursor() as cursor:
+            cursor.execute("BEGIN")
+            cursor.execute("LOCK TABLE copytrade_follow IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(10)
+            cursor.execute("ROLLBACK")
+        connections.close_all()
+
+    holder = threading.Thread(target=lock_follows)
+    holder.start()
+    try:
+        assert locked.wait(5)
+        started = time.monotonic()
+        with pytest.raises(Exception, match="timeout"):
+            copy_services.warm_up_fan_out()
+        assert time.monotonic() - started < 2
+        assert connection.get_autocommit()  # rolled back, nothing left open
+    finally:
+        release.set()
+        holder.join()

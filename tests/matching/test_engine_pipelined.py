@@ -131,7 +131,7 @@ def test_a_pipelined_engine_keeps_the_books_and_its_lists_under_a_random_stream(
 
 
 @pytest.mark.django_db
-def test_behind_a_backlog_a_batch_commits_while_the_next_is_matched(monkeypatch):
+def test_behind_a_backlog_a_batch_commits_while_the_next_is_matched(reference_data, monkeypatch):
     """A large batch, or the rest of a read that took all it asked for, is handed to the writer and
     the engine goes on; a small batch of a short read waits for its commit (latency at a rate the
     engine keeps up with)."""
@@ -150,8 +150,8 @@ def test_behind_a_backlog_a_batch_commits_while_the_next_is_matched(monkeypatch)
     real_wait = engine_module.wait
     monkeypatch.setattr(engine_module, "wait", lambda futures: waited_for.append(futures) or real_wait(futures))
 
-    def entries_of(count: int, ids_each: int = 1) -> list[tuple]:  # as a read returns them
-        return [("s", f"{n}-0", "order", list(range(n * ids_each, (n + 1) * ids_each)), False) for n in range(count)]
+    def entries_of(count: int, ids_each: int = 1, stream: str = "s") -> list[tuple]:  # as a read returns them
+        return [(stream, f"{n}-0", "order", list(range(n * ids_each, (n + 1) * ids_each)), False) for n in range(count)]
 
     def serial(read: list[tuple]) -> bool:
         """Whether any batch of the read was committed before the engine went on."""
@@ -165,6 +165,9 @@ def test_behind_a_backlog_a_batch_commits_while_the_next_is_matched(monkeypatch)
         assert serial(entries_of(16, ids_each=3))  # 48 ids, in a read short of 50 entries
         # a full read of 50 entries of 3 ids: batches of 51 and 51, then the rest, 48, also a backlog
         assert not serial(entries_of(50, ids_each=3))
+        # 30 entries of each of two streams: a full batch of 50, then a rest of 10 that waits, as
+        # neither stream gave all that was asked of it (50 each)
+        assert serial(entries_of(30, stream="a") + entries_of(30, stream="b"))
         engine.batch_size = 10_000
         assert BACKLOG_BATCH < 10_000
         assert serial(entries_of(BACKLOG_BATCH - 1))
