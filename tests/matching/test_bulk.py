@@ -92,11 +92,29 @@ def test_keys_taken_in_blocks_never_meet_an_insert_of_the_orm(make_trader):
     keys = [*first, order.pk, *second]
     assert len(first) == 1500 and len(second) == 3 and len(set(keys)) == len(keys)
     assert first == sorted(first) and second == sorted(second)
-    one, two = persistence.next_ids("accounts_ledgertransaction", 2)  # a sequence stepping by 1 works as before
+    one, two = persistence.next_ids("matching_ordercommand", 2)  # a sequence stepping by 1 works as before
     assert two == one + 1
-    both = persistence.next_ids_of({"matching_execution": 2500, "accounts_ledgertransaction": 1, "matching_order": 0})
+    both = persistence.next_ids_of({"matching_execution": 2500, "matching_ordercommand": 1, "matching_order": 0})
     assert len(both["matching_execution"]) == 2500 == len(set(both["matching_execution"]))
-    assert both["accounts_ledgertransaction"][0] > two and both["matching_order"] == []
+    assert both["matching_ordercommand"][0] > two and both["matching_order"] == []
+
+
+def test_an_engine_batch_takes_its_ledger_transaction_key_from_a_block(make_trader):
+    """The engine takes one ledger transaction key a batch: from a block of 1,000, so that most batches
+    take theirs without asking the database; the ORM's transactions (a deposit) take keys of their own."""
+    from accounts.models import LedgerTransaction
+    from accounts.services import deposit
+    from matching import persistence
+
+    assert persistence._id_step("accounts_ledgertransaction") == 1000
+    batches = [persistence.next_ids_of({"matching_execution": 0, "accounts_ledgertransaction": 1})
+               ["accounts_ledgertransaction"][0] for _ in range(3)]
+    assert batches == list(range(batches[0], batches[0] + 3))  # the same block
+    trader = make_trader()
+    deposit(account=trader, asset="USDT", amount=D(5))
+    orm = LedgerTransaction.objects.latest("created_at").pk
+    later = persistence.next_ids("accounts_ledgertransaction", 1)[0]
+    assert orm not in batches and later not in (*batches, orm)
 
 
 def test_ids_are_version_7_uuids_in_the_order_they_were_made():
