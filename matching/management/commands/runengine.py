@@ -3,7 +3,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
-from matching.engine import DEFAULT_BATCH_SIZE, Engine
+from matching.engine import DEFAULT_BATCH_SIZE, Engine, prepare_statements_on_the_server
 
 
 class Command(BaseCommand):
@@ -20,5 +20,6 @@ class Command(BaseCommand):
         stopping = []
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stopping.append(True))
+        prepare_statements_on_the_server()
         name = "engine:" + ",".join(sorted(symbols)) if symbols else "engine"
         Engine(symbols=symbols, consumer=name, batch_size=batch_size, pipelined=True).run(stop=lambda: bool(stopping))
