@@ -50,6 +50,12 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # a server that does not answer fails a connection in seconds, not minutes: a Celery pool process
 # that connects as it starts has 4 s to start (worker_proc_alive_timeout) before it is replaced
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+# Statements prepared on the server after this many uses (the engine turns it on for its own
+# connections: matching.engine.prepare_statements_on_the_server); "none" never prepares, for a
+# connection pooler that cannot keep prepared statements.
+if "DATABASE_PREPARE_THRESHOLD" in os.environ:
+    _threshold = os.environ["DATABASE_PREPARE_THRESHOLD"].strip().lower()
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None if _threshold == "none" else int(_threshold)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [

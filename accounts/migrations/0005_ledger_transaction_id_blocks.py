@@ -4,7 +4,8 @@ BLOCK = 1000
 TABLE = "accounts_ledgertransaction"
 
 # Going back to single steps: the sequence first moves past the last block handed out, whose keys
-# may be in use up to its start + BLOCK - 1 (as matching's 0008_id_blocks).
+# may be in use up to its start + BLOCK - 1 (as matching's 0008_id_blocks). Running engines keep the
+# step they read (matching.persistence._id_step) and must be restarted.
 PAST_THE_LAST_BLOCK = f"""
     SELECT setval(pg_get_serial_sequence('{TABLE}', 'id'), GREATEST(
         COALESCE((SELECT last_value FROM pg_sequences

@@ -200,6 +200,17 @@ def test_the_engine_process_prepares_its_statements_on_the_server(reference_data
             cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
                            ["%FROM matching_instrument WHERE symbol%"])
             assert cursor.fetchone()[0] == 1
+        for _ in range(PREPARE_THRESHOLD + 1):  # Django's own cursors bind in the client: never prepared
+            list(Instrument.objects.filter(symbol="XBTUSDT").values_list("pk", flat=True))
+        with raw_cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                           ['%FROM "matching_instrument"%'])
+            assert cursor.fetchone()[0] == 0
+
+        options["prepare_threshold"] = None  # as DATABASE_PREPARE_THRESHOLD=none sets it: kept
+        prepare_statements_on_the_server()
+        connection.ensure_connection()
+        assert connection.connection.prepare_threshold is None
     finally:
         options.clear()
         options.update(saved)
