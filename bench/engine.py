@@ -410,6 +410,8 @@ def main() -> None:
                         help="the orders are shared between these symbols, an engine process each")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.rate and min(args.rate) <= 0:
+        parser.error("--rate: commands per second, each above 0")
     if len(set(args.symbols)) < len(args.symbols):
         parser.error("--symbols: each symbol once (each has one engine)")
     result = run(args.orders, args.rate, args.symbols)

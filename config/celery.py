@@ -32,10 +32,15 @@ def _connect_pool_processes_once_started(**kwargs) -> None:
     task_postrun.connect(_connect_again_if_closed, dispatch_uid="config.celery.connect_again_if_closed")
 
 
+def _ran_eagerly(task) -> bool:
+    """A task run inside the caller's own request or transaction, not by a worker."""
+    return getattr(getattr(task, "request", None), "is_eager", False)
+
+
 def _connect_again_if_closed(sender=None, **kwargs) -> None:
     """A connection closed after a task (older than CONN_MAX_AGE, broken, or Celery's recycling) is
     opened and prepared again at once, between tasks, not by the next one."""
-    if getattr(getattr(sender, "request", None), "is_eager", False):
+    if _ran_eagerly(sender):
         return
     from django.db import connection
 
@@ -70,7 +75,7 @@ def _drop_old_connections(sender=None, **kwargs) -> None:
     or broken, is closed and the next query opens one (settings: CELERY_DB_REUSE_MAX, so that Celery
     itself closes it only every 500 tasks). Not for a task run eagerly inside the caller's own
     request or transaction."""
-    if getattr(getattr(sender, "request", None), "is_eager", False):
+    if _ran_eagerly(sender):
         return
     from django.db import close_old_connections
 

@@ -421,7 +421,8 @@ class Engine:
         # even for the read's last batch, which holds only what remained of it (an entry holds a run
         # of orders or of commands, so a read of batch_size entries makes several batches). So is a
         # batch of BACKLOG_BATCH: commands came faster than one match-then-commit cycle took.
-        backlog = bool(read) and max(Counter(stream for stream, *_ in read).values()) >= self.batch_size
+        backlog = (len(read) >= self.batch_size
+                   and max(Counter(stream for stream, *_ in read).values()) >= self.batch_size)
         entries, acks, waiting = [], {}, set()
         for stream, entry_id, kind, pks, wants_reply in read:
             acks.setdefault(stream, []).append(entry_id)
@@ -429,8 +430,8 @@ class Engine:
                 entries.extend((kind, pk) for pk in pks)
                 if wants_reply:
                     waiting.update((kind, pk) for pk in pks)
-            if len(entries) >= self.batch_size:
-                self.apply_batch(entries, waiting, acks, backlog=True)
+            if len(entries) >= self.batch_size:  # a full batch: write() overlaps it by its size
+                self.apply_batch(entries, waiting, acks)
                 entries, acks, waiting = [], {}, set()
         if acks:
             self.apply_batch(entries, waiting, acks, backlog=backlog)
