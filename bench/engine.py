@@ -13,7 +13,9 @@ Runs in a throw-away database (test_<name of DATABASE_URL's database>) and its o
    the IOC and market orders (a quarter of the mix), which are written once, when their batch
    commits (resting orders are written again whenever they change later). Several rates make
    several paced runs, one after the other, each with fresh engines and a fresh mix: latency
-   against throughput.
+   against throughput. Each paced run also gives the CPU time per command of the engines, their
+   PostgreSQL backends, the sender (this process) and its backend, and how many cores all of it
+   keeps busy at the rate asked: what the machine's two cores must hold.
 A commit is timed when PostgreSQL delivers the engine's notification of it to this process
 (CommitClock), not by the rows' own times, which are taken before the batch is written.
 The stream is a realistic mix: limit orders around a moving mid (a fifth of them crossing),
@@ -208,6 +210,27 @@ def engine_cpu(engine_pids: list[int], clock: "CommitClock") -> dict:
             **{pid: process_cpu_seconds(pid) for pid in backends}}
 
 
+def machine_cpu(engine_pids: list[int], clock: "CommitClock") -> dict:
+    """CPU seconds used so far by the engines, their PostgreSQL backends, this process (the sender:
+    it stores and appends the orders, as the submitting processes do) and its backend."""
+    engines = engine_cpu(engine_pids, clock)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (own_backend,) = cursor.fetchone()
+    return {"engine": engines.pop("engine"), "engine_postgres": engines,
+            "sender": process_cpu_seconds(os.getpid()), "sender_postgres": process_cpu_seconds(own_backend)}
+
+
+def cpu_per_command(before: dict, after: dict, commands: int) -> dict:
+    """µs of CPU per command of each part between two machine_cpu readings, and all of them."""
+    used = {part: after[part] - before[part] for part in ("engine", "sender", "sender_postgres")}
+    used["engine_postgres"] = sum(seconds - before["engine_postgres"].get(pid, 0)
+                                  for pid, seconds in after["engine_postgres"].items())
+    per = {part: round(seconds * 1e6 / commands, 1) for part, seconds in used.items()}
+    per["all"] = round(sum(used.values()) * 1e6 / commands, 1)
+    return per
+
+
 class CommitClock:
     """When each engine batch became visible. An order's updated_at is the time its batch was
     written, taken before the write, so it cannot time the commit; PostgreSQL delivers the engine's
@@ -321,10 +344,12 @@ def paced_run(rate: float, share: int, symbols: list[str], instruments: dict, ac
             paced_entries.extend(part)
             return part
 
+        cpu_before = machine_cpu([e.pid for e in engines], clock)
         started = time.monotonic()
         sent = send_paced(prefix, interleaved(symbols, paced_steps, 50), rate, store)
         offered = len(paced_entries) / (time.monotonic() - started)
         wait_applied(paced_entries, timeout=max(120, share * len(symbols) / 500))
+        cpu = cpu_per_command(cpu_before, machine_cpu([e.pid for e in engines], clock), len(paced_entries))
     finally:
         for engine in engines:
             stop(engine)
@@ -335,7 +360,10 @@ def paced_run(rate: float, share: int, symbols: list[str], instruments: dict, ac
     slices = [round(max(by_time[i:i + tenth]), 1) for i in range(0, len(by_time), tenth)][:10]
     return {"rate_asked": round(rate), "offered_per_s": round(offered), "p50_ms": round(percentile(latencies, 0.5), 2),
             "p99_ms": round(percentile(latencies, 0.99), 2), "max_ms": round(max(latencies), 2),
-            "max_ms_per_tenth_of_the_run": slices}
+            "max_ms_per_tenth_of_the_run": slices, "cpu_us_per_command": cpu,
+            # cores the whole path would keep busy at the rate asked: this machine has two, shared
+            # by the sender, the engines and PostgreSQL
+            "cores_at_rate_asked": round(cpu["all"] * rate / 1e6, 2)}
 
 
 def run(count: int, rates: list[float] | None, symbols: list[str]) -> dict:
@@ -430,6 +458,10 @@ def main() -> None:
     for paced in result["paced"]:
         table.add_row(f"paced at {paced['offered_per_s']:,}/s: p50 / p99 / max",
                       f"{paced['p50_ms']} / {paced['p99_ms']} / {paced['max_ms']} ms")
+        cpu = paced["cpu_us_per_command"]
+        table.add_row("  CPU per command: engine, its PostgreSQL, sender, its PostgreSQL",
+                      f"{cpu['engine']}, {cpu['engine_postgres']}, {cpu['sender']}, {cpu['sender_postgres']} µs "
+                      f"(all: {cpu['all']} µs, {paced['cores_at_rate_asked']} cores at {paced['rate_asked']:,}/s)")
     table.add_row("check_ledger", "clean" if result["books_balance"] else "PROBLEMS")
     Console().print(table)
 

@@ -1,4 +1,6 @@
 """Raw SQL on Django's own connection, for the few reads and writes that move thousands of rows."""
+from functools import lru_cache
+
 import psycopg
 from django.db import connection
 
@@ -9,6 +11,25 @@ def raw_cursor() -> psycopg.Cursor:
     connection.close_if_health_check_failed()  # as Django's own cursors do: a kept connection may be dead
     connection.ensure_connection()
     return psycopg.Cursor(connection.connection)
+
+
+def numbered_cursor() -> psycopg.RawCursor:
+    """raw_cursor for a query written with PostgreSQL's own placeholders ($1, $2, ...; numbered)."""
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    return psycopg.RawCursor(connection.connection)
+
+
+@lru_cache(maxsize=256)
+def numbered(sql: str) -> str:
+    """A query's %s placeholders as $1, $2, ... for numbered_cursor. psycopg parses the placeholders
+    of a query of over 4,096 characters or 50 parameters at every execution (it caches only shorter
+    ones), which an engine batch's one write statement is: here each text is parsed once. The
+    query must have no other %: no %% and no %(name)s."""
+    parts = sql.split("%s")
+    if any("%" in part for part in parts):
+        raise ValueError("numbered() takes %s placeholders only")
+    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], 1)) + parts[-1]
 
 
 def fetch_all(sql: str, params: list) -> list[tuple]:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from django.utils import timezone
 
-from config.rawsql import array_text, raw_cursor
+from config.rawsql import array_text, numbered, numbered_cursor, raw_cursor
 from matching import contracts
 from matching.models import HELD_STATUSES
 
@@ -156,8 +156,8 @@ def write_together(statements: list[tuple[str, list]], then: tuple[str, list]) -
     no two may change the same row."""
     clauses = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(statements))
     sql, params = then
-    with raw_cursor() as cursor:
-        cursor.execute(f"WITH {clauses} {sql}" if statements else sql,
+    with numbered_cursor() as cursor:  # a long statement of many parameters: see numbered()
+        cursor.execute(numbered(f"WITH {clauses} {sql}" if statements else sql),
                        [p for _, statement_params in statements for p in statement_params] + params)
 
 

@@ -82,14 +82,27 @@ class Publisher:
                 log.exception("could not publish to %s", group)
 
     def send(self, layer, group: str, message: dict) -> None:
-        if self.queue.qsize() >= self.MAX_QUEUED:
-            self.dropped += 1
-            now = time.monotonic()
-            if now - self.warned_at >= self.WARN_EVERY:
-                log.warning("the channel layer is behind: %d message(s) dropped, the last to %s", self.dropped, group)
-                self.dropped, self.warned_at = 0, now
-            return
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (layer, group, message))
+        self.send_all(layer, [(group, message)])
+
+    def send_all(self, layer, messages: list[tuple[str, dict]]) -> None:
+        """(group, message) pairs, in order, with one wake-up of the loop: each wake-up writes to its
+        pipe, which took half of the engine's time spent on market data."""
+        room = max(self.MAX_QUEUED - self.queue.qsize(), 0)
+        for group, _ in messages[room:]:
+            self._drop(group)
+        if messages[:room]:
+            self.loop.call_soon_threadsafe(self._put_all, [(layer, group, message) for group, message in messages[:room]])
+
+    def _put_all(self, items: list) -> None:
+        for item in items:
+            self.queue.put_nowait(item)
+
+    def _drop(self, group: str) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self.warned_at >= self.WARN_EVERY:
+            log.warning("the channel layer is behind: %d message(s) dropped, the last to %s", self.dropped, group)
+            self.dropped, self.warned_at = 0, now
 
 
 @lru_cache(maxsize=1)
@@ -103,14 +116,18 @@ def publish_batch(sender, batch, engine, **kwargs) -> None:
     if layer is None:
         return
 
+    messages: list[tuple[str, dict]] = []
+
     def send(group: str, message: dict) -> None:
-        publisher().send(layer, group, message)
+        messages.append((group, message))
 
     try:
         _publish_market(engine, batch, send)
         _publish_accounts(batch, send)
     except (redis.RedisError, OSError) as error:  # the set of live accounts is read here
         log.warning("could not publish a batch: %s", error)
+    if messages:  # the market data even when the accounts could not be read
+        publisher().send_all(layer, messages)
 
 
 def _publish_market(engine, batch, send) -> None:

@@ -92,11 +92,29 @@ def test_keys_taken_in_blocks_never_meet_an_insert_of_the_orm(make_trader):
     keys = [*first, order.pk, *second]
     assert len(first) == 1500 and len(second) == 3 and len(set(keys)) == len(keys)
     assert first == sorted(first) and second == sorted(second)
-    one, two = persistence.next_ids("matching_ordercommand", 2)  # a sequence stepping by 1 works as before
+    one, two = persistence.next_ids("matching_position", 2)  # a sequence stepping by 1 works as before
     assert two == one + 1
-    both = persistence.next_ids_of({"matching_execution": 2500, "matching_ordercommand": 1, "matching_order": 0})
+    both = persistence.next_ids_of({"matching_execution": 2500, "matching_position": 1, "matching_order": 0})
     assert len(both["matching_execution"]) == 2500 == len(set(both["matching_execution"]))
-    assert both["matching_ordercommand"][0] > two and both["matching_order"] == []
+    assert both["matching_position"][0] > two and both["matching_order"] == []
+
+
+def test_commands_stored_by_copy_and_by_the_orm_never_share_a_key(make_trader):
+    """Commands' keys come in blocks of 1,000 too: cancels stored by COPY (a cancel-all) take theirs
+    from their process's block, an amend stored by the ORM takes a block of its own."""
+    from matching import persistence
+    from matching.models import OrderCommand
+
+    assert persistence._id_step("matching_ordercommand") == 1000
+    order = services.submit_order(account=make_trader(), symbol="XBTUSDT", side="Buy", order_qty=1_000_000,
+                                  price="40000", wait=0)
+    cancel = (order.pk, OrderCommand.Kind.CANCEL, None, None, None, None, "", D(0), None)
+    (first,) = persistence.store_commands([cancel])
+    amend = OrderCommand.objects.create(order=order, kind=OrderCommand.Kind.AMEND, new_price=D(39000))
+    (second,) = persistence.store_commands([cancel])
+    assert second == first + 1  # the same block: no round trip for the second
+    assert amend.pk not in set(persistence._spare_ids["matching_ordercommand"]) | {first, second}
+    assert OrderCommand.objects.filter(pk__in=[first, amend.pk, second]).count() == 3
 
 
 def test_an_engine_batch_takes_its_ledger_transaction_key_from_a_block(make_trader):
@@ -184,6 +202,19 @@ def test_writes_together_are_one_statement_that_does_each_of_them():
         cursor.execute("SELECT id, n FROM two ORDER BY id")
         assert cursor.fetchall() == [(1, D(7)), (2, D("1.5"))]
         write_together([], ("SELECT pg_notify(%s, %s)", ["test_channel", "nothing else"]))  # the query alone
+
+
+def test_a_long_statement_is_sent_with_numbered_placeholders_parsed_once():
+    """The batch's one write statement is too long for psycopg's own cache of parsed queries: its %s
+    become $1, $2, ... once per text, and a text with any other % is refused, never half-converted."""
+    from config.rawsql import numbered
+
+    assert numbered("SELECT %s::int + %s, %s") == "SELECT $1::int + $2, $3"
+    assert numbered("SELECT 1") == "SELECT 1"
+    assert numbered("SELECT %s") is numbered("SELECT %s")  # parsed once
+    for bad in ("SELECT %s, '100%%'", "SELECT %(name)s"):
+        with pytest.raises(ValueError, match="placeholders"):
+            numbered(bad)
 
 
 def test_the_engines_balance_lock_creates_a_row_it_expected_but_is_missing(make_trader):
