@@ -14,8 +14,9 @@ Runs in a throw-away database (test_<name of DATABASE_URL's database>) and its o
    commits (resting orders are written again whenever they change later). Several rates make
    several paced runs, one after the other, each with fresh engines and a fresh mix: latency
    against throughput. Each paced run also gives the CPU time per command of the engines, their
-   PostgreSQL backends, the sender (this process) and its backend, and how many cores all of it
-   keeps busy at the rate asked: what the machine's two cores must hold.
+   PostgreSQL backends, the sender (this process) and its backend, PostgreSQL's own processes and
+   Redis, and how many cores all of it keeps busy at the rate asked: what the machine's two cores
+   must hold.
 A commit is timed when PostgreSQL delivers the engine's notification of it to this process
 (CommitClock), not by the rows' own times, which are taken before the batch is written.
 The stream is a realistic mix: limit orders around a moving mid (a fifth of them crossing),
@@ -191,9 +192,12 @@ def wait_applied(entries, timeout: float) -> None:
         time.sleep(0.2)
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def process_cpu_seconds(pid: int, missing: float | None = 0.0) -> float | None:
+    """User and system CPU time a process has used (Linux /proc); `missing` if it has ended."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return missing
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -211,21 +215,33 @@ def engine_cpu(engine_pids: list[int], clock: "CommitClock") -> dict:
 
 
 def machine_cpu(engine_pids: list[int], clock: "CommitClock") -> dict:
-    """CPU seconds used so far by the engines, their PostgreSQL backends, this process (the sender:
-    it stores and appends the orders, as the submitting processes do) and its backend."""
+    """CPU seconds used so far by everything the path runs on this machine: the engines, their
+    PostgreSQL backends, this process (the sender: it stores and appends the orders, as the
+    submitting processes do; and the commit clock's thread), its backend, PostgreSQL's own
+    processes (WAL writer, checkpointer, autovacuum: those alive at each reading) and Redis."""
     engines = engine_cpu(engine_pids, clock)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         (own_backend,) = cursor.fetchone()
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE backend_type <> 'client backend'")
+        background = [pid for (pid,) in cursor.fetchall()]
+    redis_cpu = streams.client().info("cpu")
     return {"engine": engines.pop("engine"), "engine_postgres": engines,
-            "sender": process_cpu_seconds(os.getpid()), "sender_postgres": process_cpu_seconds(own_backend)}
+            "sender": process_cpu_seconds(os.getpid()), "sender_postgres": process_cpu_seconds(own_backend),
+            "postgres_background": {pid: seconds for pid in background
+                                    if (seconds := process_cpu_seconds(pid, missing=None)) is not None},
+            "redis": float(redis_cpu["used_cpu_user"]) + float(redis_cpu["used_cpu_sys"])}
 
 
 def cpu_per_command(before: dict, after: dict, commands: int) -> dict:
-    """µs of CPU per command of each part between two machine_cpu readings, and all of them."""
-    used = {part: after[part] - before[part] for part in ("engine", "sender", "sender_postgres")}
-    used["engine_postgres"] = sum(seconds - before["engine_postgres"].get(pid, 0)
-                                  for pid, seconds in after["engine_postgres"].items())
+    """µs of CPU per command of each part between two machine_cpu readings, and all of them. A
+    process met only at the second reading counts from its start."""
+    used = {}
+    for part, seconds in after.items():
+        if isinstance(seconds, dict):
+            used[part] = sum(s - before[part].get(pid, 0) for pid, s in seconds.items())
+        else:
+            used[part] = seconds - before[part]
     per = {part: round(seconds * 1e6 / commands, 1) for part, seconds in used.items()}
     per["all"] = round(sum(used.values()) * 1e6 / commands, 1)
     return per
@@ -459,9 +475,10 @@ def main() -> None:
         table.add_row(f"paced at {paced['offered_per_s']:,}/s: p50 / p99 / max",
                       f"{paced['p50_ms']} / {paced['p99_ms']} / {paced['max_ms']} ms")
         cpu = paced["cpu_us_per_command"]
-        table.add_row("  CPU per command: engine, its PostgreSQL, sender, its PostgreSQL",
-                      f"{cpu['engine']}, {cpu['engine_postgres']}, {cpu['sender']}, {cpu['sender_postgres']} µs "
-                      f"(all: {cpu['all']} µs, {paced['cores_at_rate_asked']} cores at {paced['rate_asked']:,}/s)")
+        table.add_row("  CPU per command: engine, its PostgreSQL, sender, its PostgreSQL, PostgreSQL's own, Redis",
+                      f"{cpu['engine']}, {cpu['engine_postgres']}, {cpu['sender']}, {cpu['sender_postgres']}, "
+                      f"{cpu['postgres_background']}, {cpu['redis']} µs (all: {cpu['all']} µs, "
+                      f"{paced['cores_at_rate_asked']} cores at {paced['rate_asked']:,}/s)")
     table.add_row("check_ledger", "clean" if result["books_balance"] else "PROBLEMS")
     Console().print(table)
 

@@ -38,7 +38,7 @@ from accounts.models import Account  # noqa: E402
 from accounts.services import deposit  # noqa: E402
 from config.heap import freeze_long_lived  # noqa: E402
 from matching import persistence  # noqa: E402
-from matching.engine import Engine  # noqa: E402
+from matching.engine import Engine, prepare_statements_on_the_server  # noqa: E402
 from matching.models import Instrument, Order, OrdStatus  # noqa: E402
 
 PHASES = ("read", "match", "format", "commit", "announce")
@@ -71,6 +71,7 @@ def engine_run(steps, accounts, instrument, batch_size: int) -> dict:
     """Stores the stream's orders, then applies them batch by batch; CPU µs per command by phase."""
     settings.ENGINE_STREAM_PREFIX = f"bench-{uuid.uuid4().hex[:8]}"
     entries = engine_bench.prepare(steps, accounts, instrument, [])
+    prepare_statements_on_the_server()  # as runengine does
     engine = Engine([instrument.symbol], batch_size=batch_size)
     engine.rebuild()
     freeze_long_lived()  # as Engine.run does after a rebuild

@@ -565,7 +565,9 @@ class Engine:
         if older_than is not None:
             commands = commands.filter(created_at__lt=older_than)
         stored = [(at, "order", pk) for pk, at in persistence.stored_pending_orders(instruments, older_than, self.batch_size)]
-        stored += [(at, "command", pk) for pk, at in commands.order_by("pk").values_list("pk", "created_at")[:self.batch_size]]
+        # by time: commands' keys come in blocks, one per process, so a lower key may be a later command
+        stored += [(at, "command", pk) for pk, at in commands.order_by("created_at", "pk")
+                   .values_list("pk", "created_at")[:self.batch_size]]
         entries = [(kind, pk) for _, kind, pk in sorted(stored)][:self.batch_size]
         if entries:
             self.apply_batch(entries, set(), None)
