@@ -383,3 +383,7 @@ def test_the_sweep_finds_stored_orders_through_pending_order_without_reading_eve
                        ["{%d}" % instrument.pk, timezone.now(), 100])
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Seq Scan on matching_order" not in plan, plan
+    # the first stored comes first, whatever its key: keys come in blocks, one per process
+    Order.objects.filter(pk=pending[2]).update(created_at=timezone.now() - timedelta(hours=1))
+    assert persistence.stored_pending_orders([instrument.pk], None, 1) == [
+        (pending[2], Order.objects.get(pk=pending[2]).created_at)]
