@@ -382,16 +382,22 @@ def paced_run(rate: float, share: int, symbols: list[str], instruments: dict, ac
             "cores_at_rate_asked": round(cpu["all"] * rate / 1e6, 2)}
 
 
+def make_traders() -> list[Account]:
+    """The mix's TRADERS accounts, each with 10^9 USDT."""
+    users = User.objects.bulk_create([User(username=f"bench-{i}") for i in range(TRADERS)])
+    accounts = Account.objects.bulk_create([Account(user=user) for user in users])
+    for account in accounts:
+        deposit(account=account, asset="USDT", amount=Decimal(10**9))
+    return accounts
+
+
 def run(count: int, rates: list[float] | None, symbols: list[str]) -> dict:
     from django.test.utils import setup_databases, teardown_databases
 
     old = setup_databases(verbosity=0, interactive=False)
     try:
         instruments = {symbol: Instrument.objects.get(symbol=symbol) for symbol in symbols}
-        users = User.objects.bulk_create([User(username=f"bench-{i}") for i in range(TRADERS)])
-        accounts = Account.objects.bulk_create([Account(user=user) for user in users])
-        for account in accounts:
-            deposit(account=account, asset="USDT", amount=Decimal(10**9))
+        accounts = make_traders()
         share = count // len(symbols)
         steps = {symbol: mix(share, seed=3 + n, mid=MID_TICKS[symbol]) for n, symbol in enumerate(symbols)}
         console.log(f"bare book on {share * len(symbols):,} commands")

@@ -22,20 +22,16 @@ import sys
 import time
 import uuid
 from contextlib import contextmanager
-from decimal import Decimal
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import engine as engine_bench  # noqa: E402  (sets Django up)
-from bench.engine import TRADERS, bare_book, console, mix  # noqa: E402
+from bench.engine import bare_book, console, mix  # noqa: E402
 
 from django.conf import settings  # noqa: E402
-from django.contrib.auth.models import User  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from accounts.models import Account  # noqa: E402
-from accounts.services import deposit  # noqa: E402
 from config.heap import freeze_long_lived  # noqa: E402
 from matching import persistence  # noqa: E402
 from matching.engine import Engine, prepare_statements_on_the_server  # noqa: E402
@@ -102,10 +98,7 @@ def run(count: int, batch_sizes: list[int]) -> dict:
     old = setup_databases(verbosity=0, interactive=False)
     try:
         instrument = Instrument.objects.get(symbol=engine_bench.SYMBOL)
-        users = User.objects.bulk_create([User(username=f"bench-{i}") for i in range(TRADERS)])
-        accounts = Account.objects.bulk_create([Account(user=user) for user in users])
-        for account in accounts:
-            deposit(account=account, asset="USDT", amount=Decimal(10**9))
+        accounts = engine_bench.make_traders()
         results = []
         for n, batch_size in enumerate(batch_sizes):
             steps = mix(count, seed=7 + n)

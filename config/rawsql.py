@@ -5,24 +5,18 @@ import psycopg
 from django.db import connection
 
 
-def raw_cursor() -> psycopg.Cursor:
+def raw_cursor(cursor_class=psycopg.Cursor) -> psycopg.Cursor:
     """A cursor of the connection Django's transaction runs on (Django's own cursor wrapper
-    converts each parameter and row once more)."""
+    converts each parameter and row once more); psycopg.RawCursor for a query written with
+    PostgreSQL's own placeholders ($1, $2, ...: numbered())."""
     connection.close_if_health_check_failed()  # as Django's own cursors do: a kept connection may be dead
     connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
-
-
-def numbered_cursor() -> psycopg.RawCursor:
-    """raw_cursor for a query written with PostgreSQL's own placeholders ($1, $2, ...; numbered)."""
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    return psycopg.RawCursor(connection.connection)
+    return cursor_class(connection.connection)
 
 
 @lru_cache(maxsize=256)
 def numbered(sql: str) -> str:
-    """A query's %s placeholders as $1, $2, ... for numbered_cursor. psycopg parses the placeholders
+    """A query's %s placeholders as $1, $2, ..., for raw_cursor(psycopg.RawCursor). psycopg parses the placeholders
     of a query of over 4,096 characters or 50 parameters at every execution (it caches only shorter
     ones), which an engine batch's one write statement is: here each text is parsed once. The
     query must have no other %: no %% and no %(name)s."""

@@ -642,13 +642,8 @@ class Engine:
                                    order.ord_status))
             else:
                 held_changed.append((order.pk, order.price, order.leaves_qty, order.ord_status))
-        balances = batch.balances
-        if batch.system_ledger:  # the exchange accounts' balances change by their ledger entries' sums
-            balances = {key: list(deltas) for key, deltas in balances.items()}
-            for (account_id, asset, _), amount in batch.system_ledger.items():
-                balances.setdefault((account_id, asset), [ZERO, ZERO, ZERO])[0] += amount
         return persistence.prepare_write(
-            orders=orders, executions=batch.executions, positions=positions, balances=balances,
+            orders=orders, executions=batch.executions, positions=positions, balances=batch.balances,
             ledger=batch.ledger, system_ledger=batch.system_ledger,
             commands=[(pk, status, reason[:200]) for pk, (status, reason) in batch.commands.items()], prices=prices,
             terms=self.write_terms, open_orders=persistence.OpenOrderChanges(
@@ -837,7 +832,7 @@ class Engine:
             total = batch.ledger[index][2] + amount
             batch.ledger[index] = (account_id, asset, total, kind, f"order:{order_pk}")
         batch.balance(account_id, asset)[0] += amount
-        key = (system_account_id, asset, kind)  # its balance follows from these sums (write_of)
+        key = (system_account_id, asset, kind)  # its balance follows from these sums (prepare_write)
         batch.system_ledger[key] = batch.system_ledger.get(key, ZERO) - amount
 
     def _after_trades(self, state: SymbolState, batch: Batch) -> None:

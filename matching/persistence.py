@@ -15,9 +15,10 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import NamedTuple
 
+import psycopg
 from django.utils import timezone
 
-from config.rawsql import array_text, numbered, numbered_cursor, raw_cursor
+from config.rawsql import array_text, numbered, raw_cursor
 from matching import contracts
 from matching.models import HELD_STATUSES
 
@@ -156,7 +157,7 @@ def write_together(statements: list[tuple[str, list]], then: tuple[str, list]) -
     no two may change the same row."""
     clauses = ", ".join(f"w{i} AS ({sql})" for i, (sql, _) in enumerate(statements))
     sql, params = then
-    with numbered_cursor() as cursor:  # a long statement of many parameters: see numbered()
+    with raw_cursor(psycopg.RawCursor) as cursor:  # a long statement of many parameters: see numbered()
         cursor.execute(numbered(f"WITH {clauses} {sql}" if statements else sql),
                        [p for _, statement_params in statements for p in statement_params] + params)
 
@@ -231,13 +232,18 @@ def prepare_write(*, orders: list, executions: list, positions: list, balances: 
 
     orders: ORDER_COLUMNS rows; executions: ExecutionRow; ledger: the traders'
     (account, asset, amount, kind, reference); system_ledger: (account, asset, kind) -> amount, the
-    exchange accounts' other side of them, posted under the batch's own reference."""
+    exchange accounts' other side of them, posted under the batch's own reference and added to
+    those accounts' balance changes (`balances` holds the traders')."""
     now = timezone.now()
     # in key order: the update's join then walks the index in order
     order_arrays = _arrays(ORDER_COLUMNS, sorted(orders))[1] if orders else []
     ids = next_ids_of({"matching_execution": len(executions), "accounts_ledgertransaction": 1 if ledger else 0})
     execution_ids = ids["matching_execution"]
     execution_rows = new_rows(EXECUTION_COLUMNS, [(pk, *row) for pk, row in zip(execution_ids, executions)])
+    if system_ledger:  # the exchange accounts' balances change by the sums of their ledger legs
+        balances = {key: list(deltas) for key, deltas in balances.items()}
+        for (account_id, asset, _), amount in system_ledger.items():
+            balances.setdefault((account_id, asset), [Decimal(0), Decimal(0), Decimal(0)])[0] += amount
     transaction_id, ledger_rows = None, ""
     if ledger:
         (transaction_id,) = ids["accounts_ledgertransaction"]
