@@ -50,6 +50,12 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # a server that does not answer fails a connection in seconds, not minutes: a Celery pool process
 # that connects as it starts has 4 s to start (worker_proc_alive_timeout) before it is replaced
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
+# PostgreSQL's JIT compiler is for long analytic queries; here every statement is short. It compiled
+# the engine's sweep, a read of a few hundred queue rows that runs in 1-6 ms, for 73-109 ms whenever
+# the planner overestimated the table (rows deleted and not yet vacuumed): a stall of the engine's
+# loop each time (docs/BENCHMARKS.md, "JIT"). Options given in DATABASE_URL are kept.
+DATABASES["default"]["OPTIONS"]["options"] = " ".join(
+    filter(None, [DATABASES["default"]["OPTIONS"].get("options"), "-c jit=off"]))
 # Statements prepared on the server after this many uses (the engine turns it on for its own
 # connections: matching.engine.prepare_statements_on_the_server); "none" never prepares, for a
 # connection pooler that cannot keep prepared statements.

@@ -54,6 +54,20 @@ def test_settings_take_database_and_redis_from_their_urls():
     }
 
 
+@pytest.mark.django_db
+def test_every_database_connection_runs_without_the_jit_compiler_keeping_options_of_its_url():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone() == ("off",)
+    result = run_python("import json; from django.conf import settings; "
+                        "print(json.dumps(settings.DATABASES['default']['OPTIONS']))",
+                        DATABASE_URL="postgres://alice@db.internal/trades?options=-c%20work_mem%3D64MB")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["options"] == "-c work_mem=64MB -c jit=off"
+
+
 def test_celery_reaches_a_redis_socket_by_kombus_scheme():
     result = run_python(PRINT_SETTINGS, DATABASE_URL="postgres://alice@db.internal/trades",
                         REDIS_URL="unix:///run/followtrade/redis.sock")
