@@ -12,8 +12,11 @@ only this thread's CPU time is counted (time.thread_time), phase by phase:
   which the engine runs on its writer thread;
 - announce: Engine.after_commit, the acknowledgement and the batch_committed receivers (market
   data, copy fan-out hook).
-PostgreSQL's own time is measured by bench/engine.py. The bare book applies the same stream in the same run; `engine ÷ book` says how many times the book's
-cost the engine's Python adds, which moves far less with the machine's speed than either time.
+Beside them, the CPU time of the PostgreSQL backend that serves this thread (read from /proc, so
+only with the server on this machine): what a batch costs PostgreSQL, per command and per batch;
+two batch sizes split it into a cost per batch and one per command. The bare book applies the same
+stream in the same run; `engine ÷ book` says how many times the book's cost the engine's Python
+adds, which moves far less with the machine's speed than either time.
 Runs in a throw-away database (test_<name of DATABASE_URL's database>).
 """
 import argparse
@@ -27,9 +30,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import engine as engine_bench  # noqa: E402  (sets Django up)
-from bench.engine import bare_book, console, mix  # noqa: E402
+from bench.engine import bare_book, console, mix, process_cpu_seconds  # noqa: E402
 
 from django.conf import settings  # noqa: E402
+from django.db import connection  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from config.heap import freeze_long_lived  # noqa: E402
@@ -75,6 +79,10 @@ def engine_run(steps, accounts, instrument, batch_size: int) -> dict:
     originals = persistence.pending_orders, persistence.pending_commands
     clock.wrap(persistence, "pending_orders", "read")
     clock.wrap(persistence, "pending_commands", "read")
+    with connection.cursor() as cursor:  # the backend of this thread's connection, which the engine uses
+        cursor.execute("SELECT pg_backend_pid()")
+        (backend,) = cursor.fetchone()
+    backend_start = process_cpu_seconds(backend, missing=None)
     try:
         for start in range(0, len(entries), batch_size):
             part = entries[start:start + batch_size]
@@ -88,8 +96,13 @@ def engine_run(steps, accounts, instrument, batch_size: int) -> dict:
                 engine.after_commit(batch)
     finally:
         persistence.pending_orders, persistence.pending_commands = originals
+    backend_end = process_cpu_seconds(backend, missing=None)
     clock.seconds["match"] -= clock.seconds["read"]
-    return {phase: seconds * 1e6 / len(entries) for phase, seconds in clock.seconds.items()}
+    phases = {phase: seconds * 1e6 / len(entries) for phase, seconds in clock.seconds.items()}
+    batches = -(-len(entries) // batch_size)
+    postgres = None if backend_start is None or backend_end is None else backend_end - backend_start
+    return phases, {"postgres_us_per_command": None if postgres is None else round(postgres * 1e6 / len(entries), 1),
+                    "postgres_ms_per_batch": None if postgres is None else round(postgres * 1e3 / batches, 2)}
 
 
 def run(count: int, batch_sizes: list[int]) -> dict:
@@ -104,12 +117,12 @@ def run(count: int, batch_sizes: list[int]) -> dict:
             steps = mix(count, seed=7 + n)
             book_us = min(bare_book(steps) for _ in range(3)) * 1e6 / count  # the best of three: it is short
             console.log(f"engine in this process, batches of {batch_size:,}")
-            phases = engine_run(steps, accounts, instrument, batch_size)
+            phases, postgres = engine_run(steps, accounts, instrument, batch_size)
             total = sum(phases.values())
             results.append({"batch": batch_size, "book_us_per_command": round(book_us, 3),
                             "engine_us_per_command": round(total, 2),
                             **{f"{phase}_us": round(us, 2) for phase, us in phases.items()},
-                            "engine_to_book_ratio": round(total / book_us, 1)})
+                            "engine_to_book_ratio": round(total / book_us, 1), **postgres})
             Order.objects.filter(ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED]).update(
                 ord_status=OrdStatus.CANCELED, leaves_qty=0)  # the next size starts on fresh books
         from matching.selectors import book_problems
@@ -133,11 +146,14 @@ def main() -> None:
         print(json.dumps(result))
         return
     table = Table(title=f"The engine's Python per command, {result['commands']:,} commands (CPU of its thread)")
-    for column in ("batch", "bare book", "engine", *PHASES, "engine ÷ book"):
+    for column in ("batch", "bare book", "engine", *PHASES, "engine ÷ book", "PostgreSQL", "PostgreSQL a batch"):
         table.add_column(column, justify="right")
     for row in result["runs"]:
+        postgres = row["postgres_us_per_command"]
         table.add_row(f"{row['batch']:,}", f"{row['book_us_per_command']} µs", f"{row['engine_us_per_command']} µs",
-                      *(f"{row[f'{phase}_us']} µs" for phase in PHASES), f"{row['engine_to_book_ratio']}×")
+                      *(f"{row[f'{phase}_us']} µs" for phase in PHASES), f"{row['engine_to_book_ratio']}×",
+                      "not local" if postgres is None else f"{postgres} µs",
+                      "" if postgres is None else f"{row['postgres_ms_per_batch']} ms")
     console.print(table)
     console.print("check_ledger:", "clean" if result["books_balance"] else "PROBLEMS")
 
