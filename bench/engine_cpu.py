@@ -13,8 +13,8 @@ only this thread's CPU time is counted (time.thread_time), phase by phase:
 - announce: Engine.after_commit, the acknowledgement and the batch_committed receivers (market
   data, copy fan-out hook).
 Beside them, the CPU time of the PostgreSQL backend that serves this thread (read from /proc, so
-only with the server on this machine): what a batch costs PostgreSQL, per command and per batch;
-two batch sizes split it into a cost per batch and one per command. The bare book applies the same
+only with the server on this machine): what a batch costs PostgreSQL, per command and per batch
+(two batch sizes' figures give, by subtraction, a cost per batch and one per command). The bare book applies the same
 stream in the same run; `engine ÷ book` says how many times the book's cost the engine's Python
 adds, which moves far less with the machine's speed than either time.
 Runs in a throw-away database (test_<name of DATABASE_URL's database>).
@@ -67,8 +67,21 @@ class PhaseClock:
         setattr(module, name, timed)
 
 
-def engine_run(steps, accounts, instrument, batch_size: int) -> dict:
-    """Stores the stream's orders, then applies them batch by batch; CPU µs per command by phase."""
+def local_backend_pid() -> int | None:
+    """The pid of the PostgreSQL backend serving this thread's connection (the engine's), if it is a
+    process of this machine: a remote server's pid may name some other local process."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    try:
+        return pid if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres" else None
+    except FileNotFoundError:
+        return None
+
+
+def engine_run(steps, accounts, instrument, batch_size: int) -> tuple[dict, dict]:
+    """Stores the stream's orders, then applies them batch by batch: the engine's CPU µs per command
+    by phase, and its PostgreSQL backend's per command and per batch (None unless local)."""
     settings.ENGINE_STREAM_PREFIX = f"bench-{uuid.uuid4().hex[:8]}"
     entries = engine_bench.prepare(steps, accounts, instrument, [])
     prepare_statements_on_the_server()  # as runengine does
@@ -79,10 +92,8 @@ def engine_run(steps, accounts, instrument, batch_size: int) -> dict:
     originals = persistence.pending_orders, persistence.pending_commands
     clock.wrap(persistence, "pending_orders", "read")
     clock.wrap(persistence, "pending_commands", "read")
-    with connection.cursor() as cursor:  # the backend of this thread's connection, which the engine uses
-        cursor.execute("SELECT pg_backend_pid()")
-        (backend,) = cursor.fetchone()
-    backend_start = process_cpu_seconds(backend, missing=None)
+    backend = local_backend_pid()
+    backend_start = process_cpu_seconds(backend, missing=None) if backend else None
     try:
         for start in range(0, len(entries), batch_size):
             part = entries[start:start + batch_size]
@@ -96,7 +107,7 @@ def engine_run(steps, accounts, instrument, batch_size: int) -> dict:
                 engine.after_commit(batch)
     finally:
         persistence.pending_orders, persistence.pending_commands = originals
-    backend_end = process_cpu_seconds(backend, missing=None)
+    backend_end = process_cpu_seconds(backend, missing=None) if backend else None
     clock.seconds["match"] -= clock.seconds["read"]
     phases = {phase: seconds * 1e6 / len(entries) for phase, seconds in clock.seconds.items()}
     batches = -(-len(entries) // batch_size)
@@ -145,7 +156,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    table = Table(title=f"The engine's Python per command, {result['commands']:,} commands (CPU of its thread)")
+    table = Table(title=f"The engine's Python per command (CPU of its thread) and its PostgreSQL backend's, "
+                        f"{result['commands']:,} commands")
     for column in ("batch", "bare book", "engine", *PHASES, "engine ÷ book", "PostgreSQL", "PostgreSQL a batch"):
         table.add_column(column, justify="right")
     for row in result["runs"]:

@@ -53,9 +53,13 @@ DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
 # PostgreSQL's JIT compiler is for long analytic queries; here every statement is short. It compiled
 # the engine's sweep, a read of a few hundred queue rows that runs in 1-6 ms, for 73-109 ms whenever
 # the planner overestimated the table (rows deleted and not yet vacuumed): a stall of the engine's
-# loop each time (docs/BENCHMARKS.md, "JIT"). Options given in DATABASE_URL are kept.
-DATABASES["default"]["OPTIONS"]["options"] = " ".join(
-    filter(None, [DATABASES["default"]["OPTIONS"].get("options"), "-c jit=off"]))
+# loop each time (docs/BENCHMARKS.md, "JIT"). So connections ask for it off, beside any options
+# DATABASE_URL gives. DATABASE_JIT=server leaves it to the server, for a pooler that refuses startup
+# options (PgBouncer): there, `ALTER DATABASE ... SET jit = off`.
+if os.environ.get("DATABASE_JIT", "off").strip().lower() != "server":
+    _url_options = DATABASES["default"]["OPTIONS"].get("options") or []  # a list if the URL repeats it
+    DATABASES["default"]["OPTIONS"]["options"] = " ".join(
+        [*map(str, _url_options if isinstance(_url_options, list) else [_url_options]), "-c jit=off"])
 # Statements prepared on the server after this many uses (the engine turns it on for its own
 # connections: matching.engine.prepare_statements_on_the_server); "none" never prepares, for a
 # connection pooler that cannot keep prepared statements.

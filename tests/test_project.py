@@ -55,17 +55,24 @@ def test_settings_take_database_and_redis_from_their_urls():
 
 
 @pytest.mark.django_db
-def test_every_database_connection_runs_without_the_jit_compiler_keeping_options_of_its_url():
+def test_djangos_connections_run_without_the_jit_compiler_keeping_options_of_their_url():
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("SHOW jit")
         assert cursor.fetchone() == ("off",)
-    result = run_python("import json; from django.conf import settings; "
-                        "print(json.dumps(settings.DATABASES['default']['OPTIONS']))",
-                        DATABASE_URL="postgres://alice@db.internal/trades?options=-c%20work_mem%3D64MB")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["options"] == "-c work_mem=64MB -c jit=off"
+    print_options = "import json; from django.conf import settings; print(json.dumps(settings.DATABASES['default']['OPTIONS']))"
+
+    def options(url: str, jit: str | None = None) -> dict:
+        result = run_python(print_options, DATABASE_URL=url, DATABASE_JIT=jit)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    url = "postgres://alice@db.internal/trades"
+    assert options(f"{url}?options=-c%20work_mem%3D64MB")["options"] == "-c work_mem=64MB -c jit=off"
+    assert options(f"{url}?options=-c%20work_mem%3D64MB&options=-c%20lock_timeout%3D5s")["options"] == (
+        "-c work_mem=64MB -c lock_timeout=5s -c jit=off")
+    assert "options" not in options(url, jit="server")  # behind a pooler that refuses startup options
 
 
 def test_celery_reaches_a_redis_socket_by_kombus_scheme():
