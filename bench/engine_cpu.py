@@ -110,10 +110,12 @@ def engine_run(steps, accounts, instrument, batch_size: int) -> tuple[dict, dict
     backend_end = process_cpu_seconds(backend, missing=None) if backend else None
     clock.seconds["match"] -= clock.seconds["read"]
     phases = {phase: seconds * 1e6 / len(entries) for phase, seconds in clock.seconds.items()}
-    batches = -(-len(entries) // batch_size)
-    postgres = None if backend_start is None or backend_end is None else backend_end - backend_start
-    return phases, {"postgres_us_per_command": None if postgres is None else round(postgres * 1e6 / len(entries), 1),
-                    "postgres_ms_per_batch": None if postgres is None else round(postgres * 1e3 / batches, 2)}
+    postgres = {"postgres_us_per_command": None, "postgres_ms_per_batch": None}
+    if backend_start is not None and backend_end is not None:
+        seconds, batches = backend_end - backend_start, -(-len(entries) // batch_size)
+        postgres = {"postgres_us_per_command": round(seconds * 1e6 / len(entries), 1),
+                    "postgres_ms_per_batch": round(seconds * 1e3 / batches, 2)}
+    return phases, postgres
 
 
 def run(count: int, batch_sizes: list[int]) -> dict:

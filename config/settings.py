@@ -56,7 +56,10 @@ DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 3)
 # loop each time (docs/BENCHMARKS.md, "JIT"). So connections ask for it off, beside any options
 # DATABASE_URL gives. DATABASE_JIT=server leaves it to the server, for a pooler that refuses startup
 # options (PgBouncer): there, `ALTER DATABASE ... SET jit = off`.
-if os.environ.get("DATABASE_JIT", "off").strip().lower() != "server":
+DATABASE_JIT = os.environ.get("DATABASE_JIT", "off").strip().lower()
+if DATABASE_JIT not in ("off", "server"):
+    raise ImproperlyConfigured(f"DATABASE_JIT must be off or server, got {DATABASE_JIT!r}")
+if DATABASE_JIT == "off":
     _url_options = DATABASES["default"]["OPTIONS"].get("options") or []  # a list if the URL repeats it
     DATABASES["default"]["OPTIONS"]["options"] = " ".join(
         [*map(str, _url_options if isinstance(_url_options, list) else [_url_options]), "-c jit=off"])
@@ -65,6 +68,8 @@ if os.environ.get("DATABASE_JIT", "off").strip().lower() != "server":
 # connection pooler that cannot keep prepared statements.
 if "DATABASE_PREPARE_THRESHOLD" in os.environ:
     _threshold = os.environ["DATABASE_PREPARE_THRESHOLD"].strip().lower()
+    if _threshold != "none" and not _threshold.isdigit():
+        raise ImproperlyConfigured(f"DATABASE_PREPARE_THRESHOLD must be a whole number or none, got {_threshold!r}")
     DATABASES["default"]["OPTIONS"]["prepare_threshold"] = None if _threshold == "none" else int(_threshold)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -81,9 +81,6 @@ class Publisher:
             except Exception:
                 log.exception("could not publish to %s", group)
 
-    def send(self, layer, group: str, message: dict) -> None:
-        self.send_all(layer, [(group, message)])
-
     def send_all(self, layer, messages: list[tuple[str, dict]]) -> None:
         """(group, message) pairs, in order, with one wake-up of the loop: each wake-up writes to its
         pipe, which took half of the engine's time spent on market data."""

@@ -73,6 +73,9 @@ def test_djangos_connections_run_without_the_jit_compiler_keeping_options_of_the
     assert options(f"{url}?options=-c%20work_mem%3D64MB&options=-c%20lock_timeout%3D5s")["options"] == (
         "-c work_mem=64MB -c lock_timeout=5s -c jit=off")
     assert "options" not in options(url, jit="server")  # behind a pooler that refuses startup options
+    for name, value in (("DATABASE_JIT", "maybe"), ("DATABASE_PREPARE_THRESHOLD", "often")):
+        refused = run_python(print_options, DATABASE_URL=url, **{name: value})
+        assert refused.returncode != 0 and f"{name} must be" in refused.stderr
 
 
 def test_celery_reaches_a_redis_socket_by_kombus_scheme():

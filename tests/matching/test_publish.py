@@ -80,7 +80,7 @@ def test_a_stalled_layer_drops_messages_with_one_counted_warning_per_interval(ca
     monkeypatch.setattr(publish.time, "monotonic", lambda: next(clock))
     with caplog.at_level("WARNING", logger="matching.publish"):
         for i in range(5):
-            publisher.send(None, f"market.X{i}", {})
+            publisher.send_all(None, [(f"market.X{i}", {})])
     warnings = [r.getMessage() for r in caplog.records]
     assert warnings == ["the channel layer is behind: 1 message(s) dropped, the last to market.X0",
                         "the channel layer is behind: 3 message(s) dropped, the last to market.X3"]
