@@ -1,12 +1,20 @@
 """What every /api/v1 endpoint shares: BitMEX's error body and its query parameters."""
+import codecs
 import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
+from django.db import DataError
 from django.utils.dateparse import parse_datetime
-from rest_framework import exceptions, status
+from rest_framework import exceptions, parsers, status
 from rest_framework.response import Response
+from rest_framework.utils.json import strict_constant
 from rest_framework.views import exception_handler as drf_exception_handler
+
+log = logging.getLogger(__name__)
+MAX_OFFSET = 2**63 - 1  # PostgreSQL's OFFSET is a bigint
 
 
 class BadRequest(exceptions.APIException):
@@ -17,10 +25,36 @@ def error_body(message: str, name: str = "HTTPError") -> dict:
     return {"error": {"message": message, "name": name}}
 
 
+def loads(text: str):
+    """JSON with its numbers exact: a fraction becomes a Decimal, never a float. Too deep a nesting
+    is a ValueError like any other malformed JSON."""
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=strict_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser with exact numbers (`loads`)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        encoding = parsers.get_encoding(parser_context or {})
+        try:
+            return loads(codecs.getreader(encoding)(stream).read())
+        except ValueError as exc:
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+
+
 def exception_handler(exc, context):
-    """Every error as {"error": {"message", "name"}}, the body BitMEX clients parse; ValueError is a 400."""
+    """Every error as {"error": {"message", "name"}}, the body BitMEX clients parse. A ValueError is a
+    400, and so is a value PostgreSQL refuses (a NUL character in a text, a number beyond its column):
+    the request's transaction rolled back, so nothing of it was written."""
     if isinstance(exc, ValueError):
         return Response(error_body(str(exc) or "Bad Request"), status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DataError):
+        log.warning("request refused by the database: %s", exc)
+        message = str(exc).splitlines()[0] if str(exc) else "a value the database cannot store"
+        return Response(error_body(f"Invalid value: {message}"), status=status.HTTP_400_BAD_REQUEST)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -67,12 +101,12 @@ def list_query(params, default_count: int = 100, max_count: int = 1000) -> ListQ
         raise BadRequest("count and start must be integers") from None
     if not 1 <= count <= max_count:
         raise BadRequest(f"count must be between 1 and {max_count}")
-    if start < 0:
-        raise BadRequest("start must be >= 0")
+    if not 0 <= start <= MAX_OFFSET:
+        raise BadRequest(f"start must be between 0 and {MAX_OFFSET}")
     raw_filter = params.get("filter") or "{}"
     try:
-        parsed = json.loads(raw_filter)
-    except json.JSONDecodeError:
+        parsed = loads(raw_filter)
+    except ValueError:
         raise BadRequest("filter must be a JSON object") from None
     if not isinstance(parsed, dict):
         raise BadRequest("filter must be a JSON object")

@@ -17,6 +17,7 @@ ORDER_FIELDS = {  # BitMEX body field -> submit_order argument
 }
 AMEND_FIELDS = {"orderQty": "order_qty", "leavesQty": "leaves_qty", "price": "price", "stopPx": "stop_px",
                 "text": "text"}
+AMEND_KEYS = {"orderID", "origClOrdID", "clOrdID"}  # which order; ccxt repeats its clOrdID as clOrdID
 
 
 def _body(request) -> dict:
@@ -24,6 +25,18 @@ def _body(request) -> dict:
     if not hasattr(data, "get"):
         raise BadRequest("the body must be a JSON object")
     return data
+
+
+def _check_fields(body: dict, known) -> None:
+    unknown = set(body) - set(known)
+    if unknown:
+        raise BadRequest(f"Unknown field(s): {', '.join(sorted(unknown))}")
+
+
+def _check_strings(body: dict, names) -> None:
+    for name in names:
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise BadRequest(f"{name} must be a string")
 
 
 def _as_list(value) -> list:
@@ -48,25 +61,26 @@ class OrderView(PrivateView):
     @extend_schema(summary="Place an order")
     def post(self, request):
         body = _body(request)
-        unknown = set(body) - set(ORDER_FIELDS) - {"displayQty"}
-        if unknown:
-            raise BadRequest(f"Unknown field(s): {', '.join(sorted(unknown))}")
+        _check_fields(body, set(ORDER_FIELDS) | {"displayQty"})
         if body.get("displayQty") not in (None, ""):
             raise BadRequest("displayQty (hidden orders) is not supported")
         if not body.get("symbol"):
             raise BadRequest("symbol is required")
+        _check_strings(body, ("symbol", "side", "ordType", "timeInForce", "execInst", "clOrdID", "pegPriceType",
+                              "text"))
         kwargs = {ORDER_FIELDS[k]: v for k, v in body.items() if k in ORDER_FIELDS and v is not None}
-        for text_field in ("exec_inst", "cl_ord_id", "peg_price_type", "text"):
-            if text_field in kwargs and not isinstance(kwargs[text_field], str):
-                raise BadRequest(f"{text_field} must be a string")
         order = services.submit_order(account=self.account(request), **kwargs)
         return Response(rows.order_row(order))
 
     @extend_schema(summary="Amend an order by orderID or origClOrdID")
     def put(self, request):
         body = _body(request)
+        _check_fields(body, set(AMEND_FIELDS) | AMEND_KEYS)
+        _check_strings(body, ("orderID", "origClOrdID", "clOrdID", "text"))
         order = services.find_order(account=self.account(request), order_id=body.get("orderID"),
                                     cl_ord_id=body.get("origClOrdID"))
+        if body.get("clOrdID") not in (None, "", order.cl_ord_id):
+            raise BadRequest("clOrdID cannot be changed: give the order's own clOrdID or none")
         kwargs = {AMEND_FIELDS[k]: v for k, v in body.items() if k in AMEND_FIELDS and v is not None}
         order = services.amend_order(account=self.account(request), order=order, **kwargs)
         return Response(rows.order_row(order))
@@ -74,6 +88,7 @@ class OrderView(PrivateView):
     @extend_schema(summary="Cancel orders by orderID and/or clOrdID (lists allowed); returns a list")
     def delete(self, request):
         body = _body(request)
+        _check_strings(body, ("text",))
         account = self.account(request)
         orders = [services.find_order(account=account, order_id=i) for i in _as_list(body.get("orderID"))]
         orders += [services.find_order(account=account, cl_ord_id=i) for i in _as_list(body.get("clOrdID"))]
@@ -93,7 +108,8 @@ def _cancel_row(order, before) -> dict:
 class OrderAllView(PrivateView):
     @extend_schema(summary="Cancel all your open orders, optionally of one symbol")
     def delete(self, request):
-        body = request.data if hasattr(request.data, "get") else {}
+        body = _body(request)
+        _check_strings(body, ("symbol", "text"))
         symbol = body.get("symbol") or request.query_params.get("symbol")
         canceled = services.cancel_all_orders(account=self.account(request), symbol=symbol,
                                               text=str(body.get("text") or ""))

@@ -226,7 +226,9 @@ def _filtered(queryset, query, time_field: str, filter_fields: dict):
         queryset = queryset.filter(instrument__symbol=query.symbol)
     for key, value in query.filter.items():
         if key == "open":
-            queryset = queryset.filter(ord_status__in=OPEN_STATUSES) if value else queryset.exclude(
+            if value not in (True, False, "true", "false"):
+                raise ValueError("filter open must be true or false")
+            queryset = queryset.filter(ord_status__in=OPEN_STATUSES) if value in (True, "true") else queryset.exclude(
                 ord_status__in=OPEN_STATUSES)
         elif key in filter_fields:
             values = value if isinstance(value, list) else [value]
@@ -243,8 +245,9 @@ def _filtered(queryset, query, time_field: str, filter_fields: dict):
 
 ORDER_FILTERS = {"orderID": "order_id", "clOrdID": "cl_ord_id", "ordStatus": "ord_status", "side": "side",
                  "ordType": "ord_type", "symbol": "instrument__symbol"}
-EXECUTION_FILTERS = {"orderID": "order__order_id", "execType": "exec_type", "side": "side",
-                     "ordStatus": "ord_status", "symbol": "instrument__symbol"}
+EXECUTION_FILTERS = {"orderID": "order__order_id", "clOrdID": "order__cl_ord_id", "execType": "exec_type",
+                     "side": "side", "ordStatus": "ord_status", "ordType": "order__ord_type",
+                     "symbol": "instrument__symbol"}
 
 
 def orders_for(*, account, query) -> list[Order]:

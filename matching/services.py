@@ -80,6 +80,22 @@ def _decimal(value, field: str) -> Decimal | None:
     return number
 
 
+def plain(number: Decimal) -> str:
+    """A decimal as people write it: 0.5, 100, never 0.5000000000 or 1E+2."""
+    return f"{number.normalize():f}"
+
+
+def side_and_qty(side, order_qty):
+    """BitMEX's default side: Buy, unless orderQty is negative (a signed quantity), which is a Sell of
+    its size. A side given with a negative quantity stays an invalid quantity."""
+    if side not in (None, ""):
+        return side, order_qty
+    qty = _decimal(order_qty, "orderQty") if not isinstance(order_qty, (list, dict)) else None
+    if qty is None:
+        raise OrderRejected("Invalid side: must be Buy or Sell")
+    return (Side.SELL, -qty) if qty < 0 else (Side.BUY, qty)
+
+
 def _price(value, instrument: Instrument, field: str = "price") -> Decimal | None:
     price = _decimal(value, field)
     if price is None:
@@ -87,7 +103,7 @@ def _price(value, instrument: Instrument, field: str = "price") -> Decimal | Non
     if price <= 0 or price > instrument.max_price:
         raise OrderRejected(f"Invalid {field}")
     if price % instrument.tick_size:
-        raise OrderRejected(f"Invalid {field} tickSize: must be a multiple of {instrument.tick_size}")
+        raise OrderRejected(f"Invalid {field} tickSize: must be a multiple of {plain(instrument.tick_size)}")
     return price
 
 
@@ -136,7 +152,7 @@ class OrderRequest:
         return bool({"ReduceOnly", "Close"} & set(self.exec_inst.split(",")))
 
 
-def validate_order(*, symbol: str, side: str, order_qty, ord_type: str | None, price=None, stop_px=None,
+def validate_order(*, symbol: str, side: str | None, order_qty, ord_type: str | None, price=None, stop_px=None,
                    time_in_force: str | None = None, exec_inst: str = "", peg_price_type: str = "",
                    peg_offset_value=None) -> OrderRequest:
     instrument = Instrument.objects.select_related("settle_asset").filter(symbol=symbol).first()
@@ -144,6 +160,7 @@ def validate_order(*, symbol: str, side: str, order_qty, ord_type: str | None, p
         raise OrderRejected(f"Invalid symbol: {symbol}")
     if instrument.state != "Open":
         raise OrderRejected(f"Instrument {symbol} is not open for trading")
+    side, order_qty = side_and_qty(side, order_qty)
     if side not in Side.values:
         raise OrderRejected("Invalid side: must be Buy or Sell")
     if peg_price_type and peg_price_type != TRAILING_STOP_PEG:
@@ -164,11 +181,13 @@ def validate_order(*, symbol: str, side: str, order_qty, ord_type: str | None, p
     if ord_type not in LIMIT_TYPES and price is not None:
         raise OrderRejected(f"Invalid price: a {ord_type} order takes no price")
     offset = None
+    if peg_offset_value not in (None, "") and not peg_price_type:
+        raise OrderRejected("Invalid pegOffsetValue: it needs pegPriceType TrailingStopPeg")
     if peg_price_type:
         if ord_type not in (OrdType.STOP, OrdType.STOP_LIMIT):
             raise OrderRejected("Invalid pegPriceType: a trailing stop is a Stop or StopLimit order")
         offset = _decimal(peg_offset_value, "pegOffsetValue")
-        if offset is None or offset == 0 or offset % instrument.tick_size:
+        if offset is None or offset == 0 or abs(offset) > instrument.max_price or offset % instrument.tick_size:
             raise OrderRejected("Invalid pegOffsetValue")
         if (side == Side.SELL) != (offset < 0):
             raise OrderRejected("Invalid pegOffsetValue: a sell trails below the price (negative), a buy above")
@@ -256,18 +275,19 @@ def _reserve(balance: Balance, amount: Decimal) -> None:
 
 # ---------- orders ----------
 
-def submit_order(*, account: Account, symbol: str, side: str, order_qty=None, ord_type: str | None = None,
+def submit_order(*, account: Account, symbol: str, side: str | None = None, order_qty=None, ord_type: str | None = None,
                  price=None, stop_px=None, time_in_force: str | None = None, exec_inst: str = "",
                  cl_ord_id: str = "", peg_price_type: str = "", peg_offset_value=None, text: str = "",
                  wait: float | None = None) -> Order:
     """Validate, reserve margin and queue the order for the engine.
 
-    A repeated cl_ord_id returns the first order. With `wait`, returns the order as the engine
-    left it, or as PendingNew if the engine did not answer in time."""
+    A repeated cl_ord_id returns the first order (a retry); on another symbol, side or type it is
+    refused as BitMEX does ("Duplicate clOrdID"). With `wait`, returns the order as the engine left
+    it, or as PendingNew if the engine did not answer in time."""
     cl_ord_id = (cl_ord_id or "").strip()
     if len(cl_ord_id) > MAX_CL_ORD_ID:
         raise OrderRejected(f"Invalid clOrdID: at most {MAX_CL_ORD_ID} characters")
-    if cl_ord_id and (existing := Order.objects.filter(account=account, cl_ord_id=cl_ord_id).first()):
+    if cl_ord_id and (existing := _earlier_order(account, cl_ord_id, symbol, side, order_qty, ord_type)):
         return existing
     request = validate_order(symbol=symbol, side=side, order_qty=order_qty, ord_type=ord_type, price=price,
                              stop_px=stop_px, time_in_force=time_in_force, exec_inst=exec_inst,
@@ -276,10 +296,22 @@ def submit_order(*, account: Account, symbol: str, side: str, order_qty=None, or
     try:
         order = _store_order(account, request, cl_ord_id, text, reply=timeout > 0)
     except IntegrityError:
-        if cl_ord_id and (existing := Order.objects.filter(account=account, cl_ord_id=cl_ord_id).first()):
+        if cl_ord_id and (existing := _earlier_order(account, cl_ord_id, symbol, side, order_qty, ord_type)):
             return existing  # the same request raced with itself
         raise
     return _after_queueing(order, "order", order.pk, timeout)
+
+
+def _earlier_order(account: Account, cl_ord_id: str, symbol, side, order_qty, ord_type) -> Order | None:
+    """The order already placed with this clOrdID, if the request repeats it. Only the terms no amend
+    or engine changes are compared (a reduce-only order's size may have been cut, its price amended)."""
+    existing = Order.objects.select_related("instrument").filter(account=account, cl_ord_id=cl_ord_id).first()
+    if existing is None:
+        return None
+    side, _ = side_and_qty(side, order_qty)
+    if symbol != existing.instrument.symbol or side != existing.side or ord_type not in (None, "", existing.ord_type):
+        raise OrderRejected("Duplicate clOrdID")
+    return existing
 
 
 @transaction.atomic
@@ -411,6 +443,8 @@ def cancel_all_orders(*, account: Account, symbol: str | None = None, text: str 
                       wait: float | None = None) -> list[Order]:
     orders = Order.objects.select_related("instrument").filter(account=account, ord_status__in=OPEN_STATUSES)
     if symbol:
+        if not Instrument.objects.filter(symbol=symbol).exists():
+            raise OrderRejected(f"Invalid symbol: {symbol}")
         orders = orders.filter(instrument__symbol=symbol)
     return cancel_orders(orders=list(orders.order_by("pk")), text=text, wait=wait)
 

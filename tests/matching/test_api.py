@@ -204,3 +204,126 @@ def test_an_amend_that_needs_more_margin_than_available_is_refused(engine, api):
     settle(engine)
     (unchanged,) = client.get("/api/v1/order", {"filter": json.dumps({"open": True})}).json()
     assert unchanged["orderQty"] == 1000000
+
+
+BUY = {"symbol": "XBTUSDT", "side": "Buy", "orderQty": 1000000, "ordType": "Limit", "price": 49000}
+
+
+def send(client, method, path, body):
+    return getattr(client, method)(f"/api/v1/{path}", body if isinstance(body, str) else json.dumps(body),
+                                   content_type="application/json")
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("post", "order", {**BUY, "symbol": "XBT\x00USDT"}),
+    ("post", "order", {**BUY, "clOrdID": "a\x00b"}),
+    ("post", "order", {**BUY, "text": "a\x00b"}),
+    ("post", "order", {**BUY, "ordType": "Stop", "price": None, "pegPriceType": "TrailingStopPeg",
+                       "pegOffsetValue": "1e30"}),
+    ("post", "order", {**BUY, "pegOffsetValue": 5}),
+    ("post", "order", "[" * 100000 + "]" * 100000),
+    ("put", "order", {"origClOrdID": "a\x00", "price": 49500}),
+    ("delete", "order", {"clOrdID": "a\x00"}),
+    ("delete", "order", {"clOrdID": "a", "text": ["x"]}),
+    ("delete", "order/all", {"symbol": "X\x00"}),
+    ("delete", "order/all", {"symbol": "NOPE"}),
+    ("delete", "order/all", {"symbol": ["XBTUSDT"]}),
+    ("delete", "order/all", ["XBTUSDT"]),
+    ("post", "position/leverage", {"symbol": "X\x00", "leverage": 5}),
+])
+def test_hostile_bodies_are_a_400_that_stores_nothing(engine, api, method, path, body):
+    client = api()
+    response = send(client, method, path, body)
+    assert response.status_code == 400 and response.json()["error"]["message"], response.content
+    settle(engine)
+    assert client.get("/api/v1/order").json() == []
+
+
+@pytest.mark.parametrize("path, params", [
+    ("order", {"symbol": "X\x00"}),
+    ("order", {"filter": json.dumps({"side": "B\x00"})}),
+    ("order", {"filter": '{"side":' + "[" * 100000 + "]" * 100000 + "}"}),
+    ("order", {"filter": json.dumps({"open": "maybe"})}),
+    ("order", {"start": str(2**63)}),
+    ("execution", {"start": str(2**63)}),
+    ("trade", {"start": str(2**63)}),
+])
+def test_hostile_query_parameters_are_a_400(engine, api, path, params):
+    response = api().get(f"/api/v1/{path}", params)
+    assert response.status_code == 400 and response.json()["error"]["message"]
+
+
+def test_cancel_all_refuses_a_body_that_is_not_an_object_and_cancels_nothing(engine, api):
+    client = api()
+    post(client, "order", BUY)
+    post(client, "order", {"symbol": "XBTUSD", "side": "Buy", "orderQty": 100, "price": 40000})
+    settle(engine)
+    assert send(client, "delete", "order/all", '"XBTUSDT"').status_code == 400
+    settle(engine)
+    assert len(client.get("/api/v1/order", {"filter": json.dumps({"open": "true"})}).json()) == 2
+    assert len(delete(client, "order/all", {"symbol": "XBTUSD"}).json()) == 1
+    settle(engine)
+
+
+def test_a_retry_returns_the_first_order_but_a_clordid_reused_for_another_order_is_a_duplicate(engine, api):
+    client = api()
+    first = post(client, "order", {**BUY, "clOrdID": "mine"}).json()
+    assert post(client, "order", {**BUY, "clOrdID": "mine"}).json()["orderID"] == first["orderID"]
+    for other in ({"side": "Sell", "price": 60000}, {"symbol": "XBTUSD", "orderQty": 100},
+                  {"ordType": "Stop", "price": None, "stopPx": 48000}):
+        response = post(client, "order", {**BUY, "clOrdID": "mine", **other})
+        assert response.status_code == 400 and response.json()["error"]["message"] == "Duplicate clOrdID"
+    settle(engine)
+    assert len(client.get("/api/v1/order").json()) == 1
+
+
+def test_without_a_side_orderqty_signs_the_order_as_bitmex_does(engine, api):
+    client = api()
+    buy = post(client, "order", {"symbol": "XBTUSDT", "orderQty": 1000000, "price": 49000}).json()
+    sell = post(client, "order", {"symbol": "XBTUSDT", "orderQty": -1000000, "price": 51000}).json()
+    assert (buy["side"], buy["orderQty"]) == ("Buy", 1000000) and (sell["side"], sell["orderQty"]) == ("Sell", 1000000)
+    assert post(client, "order", {**BUY, "orderQty": -1000000}).json()["error"]["message"] == "orderQty is invalid"
+    refused = post(client, "order", {"symbol": "XBTUSDT", "side": None, "execInst": "Close", "price": 49000})
+    assert refused.json()["error"]["message"] == "Invalid side: must be Buy or Sell"
+    settle(engine)
+
+
+def test_json_numbers_are_read_exactly_not_through_a_float(engine, api):
+    client = api()
+    raw = '{"symbol":"XBTUSDT","side":"Buy","orderQty":1000000.0000000000001,"price":49000}'
+    assert send(client, "post", "order", raw).json()["error"]["message"] == "orderQty is invalid"
+    raw = '{"symbol":"XBTUSDT","side":"Buy","orderQty":1000000,"price":49000.50000000000000001}'
+    assert send(client, "post", "order", raw).json()["error"]["message"].startswith("Invalid price tickSize")
+    assert post(client, "order", {**BUY, "price": 49000.3}).json()["error"]["message"] == (
+        "Invalid price tickSize: must be a multiple of 0.5")
+    assert post(client, "order", {**BUY, "price": 49000.5}).status_code == 200
+    settle(engine)
+
+
+def test_an_amend_takes_only_its_own_fields_and_keeps_the_clordid(engine, api):
+    client = api()
+    order = post(client, "order", {**BUY, "clOrdID": "keep"}).json()
+    settle(engine)
+    for body, message in (({"orderID": order["orderID"], "price": 49500, "side": "Sell"}, "Unknown field(s): side"),
+                          ({"orderID": order["orderID"], "price": 49500, "text": 5}, "text must be a string"),
+                          ({"origClOrdID": "keep", "clOrdID": "other", "price": 49500}, "clOrdID cannot be changed")):
+        response = client.put("/api/v1/order", json.dumps(body), content_type="application/json")
+        assert response.status_code == 400 and message in response.json()["error"]["message"]
+    # ccxt's edit_order with a clientOrderId sends it as origClOrdID and clOrdID both
+    same = client.put("/api/v1/order", json.dumps({"origClOrdID": "keep", "clOrdID": "keep", "price": 49500}),
+                      content_type="application/json")
+    assert same.status_code == 200
+    settle(engine)
+
+
+def test_executions_filter_by_the_orders_clordid_and_type(engine, api):
+    maker, taker = api(), api()
+    post(maker, "order", {**BUY, "side": "Sell", "price": 50000, "clOrdID": "ask"})
+    post(taker, "order", {**BUY, "price": 50000, "timeInForce": "ImmediateOrCancel"})
+    settle(engine)
+    mine = maker.get("/api/v1/execution", {"filter": json.dumps({"clOrdID": "ask"})}).json()
+    assert [(e["clOrdID"], e["ordType"]) for e in mine] == [("ask", "Limit")]
+    assert maker.get("/api/v1/execution", {"filter": json.dumps({"clOrdID": "bid"})}).json() == []
+    assert taker.get("/api/v1/execution", {"filter": json.dumps({"ordType": "Market"})}).json() == []
+    taken = taker.get("/api/v1/execution", {"filter": json.dumps({"ordType": ["Limit", "Stop"]})}).json()
+    assert [e["ordType"] for e in taken] == ["Limit"]
