@@ -60,7 +60,7 @@ from accounts.models import Account  # noqa: E402
 from accounts.services import deposit  # noqa: E402
 from matching import persistence, streams  # noqa: E402
 from matching.ids import time_ordered_uuid_text  # noqa: E402
-from matching.engine import DEFAULT_BATCH_SIZE  # noqa: E402
+from matching.engine import DEFAULT_BATCH_SIZE, SELF_TRADE_PREVENTION  # noqa: E402
 from matching.persistence import COMMIT_CHANNEL  # noqa: E402
 from matching.book import BUY, GTC, IOC, SELL, OrderBook  # noqa: E402
 from matching.models import Instrument, Order, OrderCommand, OrdStatus, OrdType, PendingOrder, TimeInForce  # noqa: E402
@@ -97,15 +97,15 @@ def mix(count: int, seed: int = 3, mid: int = MID_TICKS[SYMBOL]) -> list[tuple]:
 
 
 def bare_book(steps) -> float:
-    """Seconds the C book alone takes on the same stream (single calls)."""
+    """Seconds the C book alone takes on the same stream (single calls, self-trade prevention as the engine's)."""
     book = OrderBook()
     start = time.perf_counter()
     for i, step in enumerate(steps, 1):
         kind = step[0]
         if kind == "limit":
-            book.place(i, step[1], BUY if step[2] == "B" else SELL, step[3], step[4], step[5])
+            book.place(i, step[1], BUY if step[2] == "B" else SELL, step[3], step[4], step[5], False, SELF_TRADE_PREVENTION)
         elif kind == "market":
-            book.market(i, step[1], BUY if step[2] == "B" else SELL, step[3])
+            book.market(i, step[1], BUY if step[2] == "B" else SELL, step[3], 0, IOC, SELF_TRADE_PREVENTION)
         elif kind == "cancel" and step[1] + 1 in book:
             book.cancel(step[1] + 1)
         elif kind == "amend" and step[1] + 1 in book:

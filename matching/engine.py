@@ -29,7 +29,7 @@ from config.heap import freeze_long_lived
 from matching import contracts, streams
 from matching.book import (
     BUY, CR_FOK, CR_POST_ONLY, CR_STP, CR_UNFILLED, CR_USER, EV_AMEND, EV_CANCEL, EV_FILL, EV_REST, FOK, GTC,
-    IOC, SELL, OrderBook, command_flags,
+    IOC, SELL, STP_CANCEL_INCOMING, OrderBook, command_flags,
 )
 from matching.models import (
     HELD_STATUSES, Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce,
@@ -68,6 +68,11 @@ CANCEL_TEXT = {
     CR_POST_ONLY: "Canceled: Order had execInst of ParticipateDoNotInitiate",
     CR_STP: "Canceled: self-trade prevention",
 }
+# An order that would trade with its own account's resting order ends there (what is left of it is
+# canceled) and the resting one keeps its place: no wash trade, no fee paid to oneself, and no
+# account setting the last price, which marks every position, by trading with itself.
+SELF_TRADE_PREVENTION = STP_CANCEL_INCOMING
+AMENDED_AWAY = "Canceled: amended to no more than its filled quantity, or than its position (ReduceOnly)"
 
 
 LIVE_ORDER_FIELDS = (
@@ -89,6 +94,7 @@ class Command:
     order_status: str
     new_price: Decimal | None
     new_stop_px: Decimal | None
+    new_order_qty: int | None  # an amend of orderQty: the order's total, whatever has filled since
     new_leaves_qty: int | None
     margin_delta: Decimal
     new_margin: Decimal | None
@@ -307,7 +313,7 @@ class Engine:
                 state.orders[order.pk] = order
                 if order.reduce_only:
                     state.reduce_only.add(order.pk)
-                flags = command_flags(post_only="ParticipateDoNotInitiate" in order.exec_inst)
+                flags = command_flags(post_only="ParticipateDoNotInitiate" in order.exec_inst, stp=SELF_TRADE_PREVENTION)
                 records.extend((order.pk, order.account_id, BUY if order.side == Side.BUY else SELL,
                                 state.ticks(order.price), state.lots(order.leaves_qty), flags))
                 state.next_priority = max(state.next_priority, (order.priority or 0) + 1)
@@ -683,9 +689,7 @@ class Engine:
 
     def _fit_reduce_only(self, state: SymbolState, order: LiveOrder, batch: Batch) -> bool:
         """A reduce-only order is cut to the position it can reduce; with nothing to reduce it is canceled."""
-        reducible = -order.sign * state.position(order.account_id).qty
-        reducible -= sum(o.leaves_qty for o in state.reduce_only_orders()
-                         if o.account_id == order.account_id and o.side == order.side)
+        reducible = self._reducible(state, order)
         if "Close" in order.exec_inst and order.order_qty == 0:
             order.order_qty = order.leaves_qty = max(reducible, 0)
         if reducible <= 0:
@@ -697,6 +701,14 @@ class Engine:
             order.leaves_qty = reducible
             order.text = "ReduceOnly: quantity cut to the position"
         return True
+
+    @staticmethod
+    def _reducible(state: SymbolState, order: LiveOrder) -> int:
+        """What a reduce-only order may still reduce: its position, less its account's other
+        reduce-only orders on the same side."""
+        reducible = -order.sign * state.position(order.account_id).qty
+        return reducible - sum(o.leaves_qty for o in state.reduce_only_orders()
+                               if o.account_id == order.account_id and o.side == order.side and o.pk != order.pk)
 
     def _send_to_book(self, state: SymbolState, order: LiveOrder, batch: Batch) -> None:
         side = BUY if order.side == BUY_SIDE else SELL
@@ -710,10 +722,11 @@ class Engine:
                     protect = order.protect_price = market_protection_price(state.instrument, order.side,
                                                                             state.last_price)
                 events = state.book.market(order.pk, order.account_id, side, lots,
-                                           state.ticks(protect) if protect else 0, tif if tif != GTC else IOC)
+                                           state.ticks(protect) if protect else 0, tif if tif != GTC else IOC,
+                                           SELF_TRADE_PREVENTION)
             else:
                 events = state.book.place(order.pk, order.account_id, side, state.ticks(order.price), lots, tif,
-                                          "ParticipateDoNotInitiate" in order.exec_inst)
+                                          "ParticipateDoNotInitiate" in order.exec_inst, SELF_TRADE_PREVENTION)
         except (ValueError, KeyError, TypeError) as error:
             self._close(state, order, batch, OrdStatus.REJECTED, f"Rejected: {error}", rejected=True)
             return
@@ -797,9 +810,11 @@ class Engine:
             position = state.position(account_id)
             change = contracts.apply_fill(position.qty, position.entry_value, qty if order.side == BUY_SIDE else -qty,
                                           price, terms, value)
-            if position.qty == 0 or change.qty == 0 or (position.qty > 0) != (change.qty > 0):
-                position.opened_at = now if change.qty else None
+            if position.qty == 0 or (change.qty and (position.qty > 0) != (change.qty > 0)):
+                position.opened_at = now  # a new position: its realized PnL starts again
                 position.realized_pnl = ZERO
+            elif change.qty == 0:
+                position.opened_at = None  # closed: its realized PnL stays until the next one opens
             position.qty, position.entry_value = change.qty, change.entry_value
             realized = change.realized_pnl
             if realized:
@@ -964,19 +979,29 @@ class Engine:
         if command.text:
             order.text = command.text
         batch.orders[order.pk] = order
+        leaves = self._amended_leaves(state, order, command)
+        if leaves is not None and leaves <= 0:
+            # filled since the amend was asked, up to the size it asks for (or nothing left to reduce)
+            self._cap_margin(state, order, command, batch)
+            order.order_qty = order.cum_qty
+            if order.pk in state.conditional:
+                self._close(state, order, batch, OrdStatus.CANCELED, AMENDED_AWAY)
+            else:
+                self._apply_events(state, state.book.cancel(order.pk), batch)
+                order.text = AMENDED_AWAY
+            return
         if order.pk in state.conditional:
             if command.new_price is not None:
                 order.price = command.new_price
-            if command.new_leaves_qty is not None:
-                order.leaves_qty = command.new_leaves_qty
+            if leaves is not None:
+                order.leaves_qty = leaves
                 order.order_qty = order.cum_qty + order.leaves_qty
             self._cap_margin(state, order, command, batch)
             self._check_conditional(state, order, batch)
             return
         price = command.new_price if command.new_price is not None else order.price
-        leaves = command.new_leaves_qty if command.new_leaves_qty is not None else order.leaves_qty
         try:
-            events = state.book.amend(order.pk, state.ticks(price), state.lots(leaves))
+            events = state.book.amend(order.pk, state.ticks(price), state.lots(order.leaves_qty if leaves is None else leaves))
         except (ValueError, KeyError) as error:
             order.margin_reserved -= command.margin_delta
             self._reject_command(state, command, batch, f"Invalid amend: {error}")
@@ -984,6 +1009,18 @@ class Engine:
         self._cap_margin(state, order, command, batch)
         self._apply_events(state, events, batch)
         self._after_trades(state, batch)
+
+    def _amended_leaves(self, state: SymbolState, order: LiveOrder, command: Command) -> int | None:
+        """The quantity an amend leaves, as the order stands now: an orderQty is the order's total, so
+        what filled after the amend was asked counts against it; a reduce-only order never grows
+        beyond the position it may still reduce. None: the size is not amended."""
+        if command.new_order_qty is not None:
+            leaves = command.new_order_qty - order.cum_qty
+        else:
+            leaves = command.new_leaves_qty
+        if leaves is not None and order.reduce_only and order.pk not in state.conditional:  # those fit when triggered
+            leaves = min(leaves, self._reducible(state, order))
+        return leaves
 
     def _cap_margin(self, state: SymbolState, order: LiveOrder, command: Command, batch: Batch) -> None:
         if command.new_margin is not None and order.margin_reserved > command.new_margin:

@@ -70,20 +70,38 @@ def _position_rows(account_ids, marks: dict, more: str = "", where: str = "") ->
 
 
 def _unrealized(rows, marks: dict) -> dict[int, Decimal]:
-    """Each account's unrealized PnL over _position_rows."""
+    """Each account's unrealized PnL over _position_rows. An isolated position's loss counts in full
+    too: only a liquidation at its margin would end it there, and until the risk engine liquidates, a
+    loss beyond the margin is the wallet's, not money to withdraw."""
     totals: dict[int, Decimal] = {}
-    for account_id, instrument_pk, qty, entry_value, cross_margin, margin, *_ in rows:
+    for account_id, instrument_pk, qty, entry_value, *_ in rows:
         if qty:
-            pnl = _wallet_pnl(qty, entry_value, cross_margin, margin, *marks[instrument_pk])
+            pnl = contracts.unrealized_pnl(qty, entry_value, *marks[instrument_pk])
             totals[account_id] = totals.get(account_id, Decimal(0)) + pnl
     return totals
 
 
-def _wallet_pnl(qty: int, entry_value: Decimal, cross_margin: bool, margin: Decimal, mark: Decimal | None,
-               terms) -> Decimal:
-    """A position's unrealized PnL as the wallet bears it: an isolated position can lose only its margin."""
-    pnl = contracts.unrealized_pnl(qty, entry_value, mark, terms)
-    return pnl if cross_margin else max(pnl, -margin)
+def position_left_to_reduce(*, account_id: int, instrument_id: int, side: str, excluding: int | None = None) -> int:
+    """The account's position as an order on `side` may reduce it: less what its other open orders
+    on that side (excluding one being amended) would reduce first. Read in one statement, so the
+    position and the orders are of the same moment (the engine commits both together)."""
+    (position_qty, same_side), = fetch_all(
+        "SELECT COALESCE((SELECT current_qty FROM matching_position WHERE account_id = %s AND instrument_id = %s), 0), "
+        "COALESCE((SELECT sum(leaves_qty) FROM matching_order WHERE account_id = %s AND instrument_id = %s "
+        "AND side = %s AND ord_status = ANY(%s::text[]) AND id <> %s), 0)",
+        [account_id, instrument_id, account_id, instrument_id, side, array_text(OPEN_STATUSES, "text"),
+         excluding or 0])
+    if side == Side.SELL and position_qty > 0:
+        return max(position_qty - same_side, 0)
+    if side == Side.BUY and position_qty < 0:
+        return min(position_qty + same_side, 0)
+    return position_qty
+
+
+def has_margined_open_orders(*, account_id: int, instrument_id: int) -> bool:
+    """Whether the account has open orders on the instrument that hold margin (not reduce-only)."""
+    return (Order.objects.filter(account_id=account_id, instrument_id=instrument_id, ord_status__in=OPEN_STATUSES)
+            .exclude(exec_inst__contains="ReduceOnly").exclude(exec_inst__contains="Close").exists())
 
 
 def account_unrealized_pnl(*, account_id: int, asset_code: str) -> Decimal:

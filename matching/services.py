@@ -229,12 +229,27 @@ def market_protection_price(instrument: Instrument, side: str, reference: Decima
 
 
 def margin_price(request: OrderRequest) -> Decimal:
-    """The price margin is reserved at: the limit price, or the worst price a market fill may get."""
+    """The price margin is reserved at: of the prices the order may fill at, the one that makes its
+    position worth the most (limit_margin_price)."""
     if request.price is not None:
-        return request.price
-    if request.stop_px is not None:
-        return market_protection_price(request.instrument, request.side, request.stop_px)
-    return market_protection_price(request.instrument, request.side)
+        limit = request.price
+    elif request.stop_px is not None:
+        limit = market_protection_price(request.instrument, request.side, request.stop_px)
+    else:
+        limit = market_protection_price(request.instrument, request.side)
+    return limit_margin_price(request.instrument, request.side, limit)
+
+
+def limit_margin_price(instrument: Instrument, side: str, limit: Decimal) -> Decimal:
+    """An order fills at its limit or better, and crossing the book at the best opposite price. A
+    linear position is worth more the higher it was filled: a sell may fill above its limit, at
+    the bid. An inverse one is worth more the lower: a buy may fill below its limit, at the ask."""
+    if instrument.is_inverse:
+        if side == Side.BUY and instrument.ask_price is not None:
+            return min(limit, instrument.ask_price)
+    elif side == Side.SELL and instrument.bid_price is not None:
+        return max(limit, instrument.bid_price)
+    return limit
 
 
 def opening_qty(position_qty: int, side: str, qty: int) -> int:
@@ -323,10 +338,13 @@ def _store_order(account: Account, request: OrderRequest, cl_ord_id: str, text: 
         protect = market_protection_price(instrument, request.side)
     if not request.reduce_only:
         position = position_for(account, instrument)
-        reserved = order_margin(instrument=instrument, side=request.side, qty=request.order_qty,
-                                price=protect or margin_price(request), leverage=position.leverage,
-                                position_qty=position.current_qty)
+        # locked first: the account's other orders, which may reduce the same position, are then all stored
         balance = lock_balances([(account.pk, instrument.settle_asset_id)])[(account.pk, instrument.settle_asset_id)]
+        reserved = order_margin(instrument=instrument, side=request.side, qty=request.order_qty,
+                                price=limit_margin_price(instrument, request.side, protect) if protect
+                                else margin_price(request), leverage=position.leverage,
+                                position_qty=selectors.position_left_to_reduce(
+                                    account_id=account.pk, instrument_id=instrument.pk, side=request.side))
         _reserve(balance, reserved)
     order = Order.objects.create(
         account=account, instrument=instrument, cl_ord_id=cl_ord_id, side=request.side,
@@ -406,11 +424,14 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
         delta, new_margin = Decimal(0), None
         if needs_margin:
             trigger = new_stop or order.stop_px
-            reference = new_price or order.price or (
-                market_protection_price(instrument, order.side, trigger) if trigger else order.protect_price)
+            reference = limit_margin_price(instrument, order.side, new_price or order.price or (
+                market_protection_price(instrument, order.side, trigger) if trigger else order.protect_price))
             new_margin = order_margin(instrument=instrument, side=order.side,
                                       qty=new_leaves if new_leaves is not None else order.leaves_qty,
-                                      price=reference, leverage=position.leverage, position_qty=position.current_qty)
+                                      price=reference, leverage=position.leverage,
+                                      position_qty=selectors.position_left_to_reduce(
+                                          account_id=account.pk, instrument_id=instrument.pk, side=order.side,
+                                          excluding=order.pk))
             delta = max(new_margin - order.margin_reserved, Decimal(0))
             _reserve(balance, delta)
         command = OrderCommand.objects.create(order=order, kind=OrderCommand.Kind.AMEND, new_price=new_price,
@@ -465,7 +486,12 @@ def set_leverage(*, account: Account, symbol: str, leverage, cross_margin: bool 
         cross_margin, value = True, instrument.max_leverage
     if value < Decimal("0.01"):
         raise OrderRejected("Invalid leverage: must be between 0.01 and " f"{instrument.max_leverage}")
-    position.leverage = value.quantize(Decimal("0.01"))
+    value = value.quantize(Decimal("0.01"))
+    if value < position.leverage and selectors.has_margined_open_orders(account_id=account.pk,
+                                                                        instrument_id=instrument.pk):
+        # their margin was reserved at the higher leverage and would not cover their fills
+        raise OrderRejected(f"Invalid leverage: cancel your open {symbol} orders before lowering it")
+    position.leverage = value
     if cross_margin is not None:
         position.cross_margin = cross_margin
     if position.current_qty:
@@ -563,7 +589,7 @@ def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder],
             margin = Decimal(0)
             if not reduce_only:
                 margin = order_margin(instrument=instrument, side=request.side, qty=request.order_qty,
-                                      price=request.price or protect,
+                                      price=limit_margin_price(instrument, request.side, request.price or protect),
                                       leverage=leverages.get(request.account_id, default_leverage),
                                       position_qty=positions.get(request.account_id, 0))
                 amount, order_m, position_m = balances[request.account_id]

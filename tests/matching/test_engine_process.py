@@ -17,6 +17,7 @@ from django.db import connection
 
 from matching import services
 from matching.book import BUY, EV_FILL, SELL, OrderBook
+from matching.engine import SELF_TRADE_PREVENTION
 from matching.models import Execution, Order, OrderCommand, OrdStatus
 from matching.selectors import book_problems
 
@@ -87,7 +88,7 @@ def replay_without_crash(steps, order_pks) -> tuple[list, list]:
     for step, pk in zip(steps, order_pks):
         if step[0] == "order":
             _, trader, side, ticks, lots = step
-            events = book.place(pk, trader, BUY if side == "Buy" else SELL, ticks, lots)
+            events = book.place(pk, trader, BUY if side == "Buy" else SELL, ticks, lots, stp=SELF_TRADE_PREVENTION)
         elif pk in book:
             events = book.cancel(pk)
         else:

@@ -811,3 +811,129 @@ def test_an_amend_takes_its_balance_before_its_order_as_the_engine_does(engine, 
     assert errors == []
     settle(engine)
     assert fresh(order).order_qty == 2_000_000
+
+
+def available(account, asset="USDT"):
+    from accounts.selectors import available_balance
+    return available_balance(balance(account, asset))
+
+
+def test_an_orderqty_amend_sets_the_total_even_when_a_fill_came_first(engine, make_trader):
+    maker, taker = make_trader(usdt="10000000"), make_trader(usdt="10000000")
+    ask = submit(maker, side="Sell", order_qty=3_000_000, price="50000")
+    settle(engine)
+    submit(taker, side="Buy", order_qty=1_500_000, price="50000")  # stored, and so applied, before the amend
+    services.amend_order(account=maker, order=ask, order_qty=2_000_000)
+    settle(engine)
+    assert (fresh(ask).order_qty, ask.cum_qty, ask.leaves_qty) == (2_000_000, 1_500_000, 500_000)
+    # an amend to less than has filled meanwhile ends the order with what it has
+    services.cancel_orders(orders=[ask])
+    ask2 = submit(maker, side="Sell", order_qty=3_000_000, price="50000")
+    settle(engine)
+    submit(taker, side="Buy", order_qty=2_500_000, price="50000")
+    services.amend_order(account=maker, order=ask2, order_qty=2_000_000)
+    settle(engine)
+    assert (fresh(ask2).ord_status, ask2.order_qty, ask2.cum_qty, ask2.leaves_qty, ask2.margin_reserved) == (
+        OrdStatus.CANCELED, 2_500_000, 2_500_000, 0, 0)
+
+
+def test_a_reduce_only_order_amended_larger_across_the_book_never_flips_the_position(engine, make_trader):
+    market_maker, trader = make_trader(usdt="10000000"), make_trader(usdt="5200")
+    submit(market_maker, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    submit(trader, side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    take_profit = submit(trader, side="Sell", order_qty=1_000_000, price="60000", exec_inst="ReduceOnly")
+    submit(market_maker, side="Buy", order_qty=5_000_000, price="49000")
+    settle(engine)
+    services.amend_order(account=trader, order=take_profit, order_qty=3_000_000, price="49000")
+    settle(engine)
+    assert position(trader).current_qty == 0
+    assert (fresh(take_profit).ord_status, take_profit.cum_qty) == (OrdStatus.FILLED, 1_000_000)
+
+
+def test_orders_reducing_the_same_position_share_it_so_the_excess_holds_margin(engine, make_trader):
+    market_maker, trader = make_trader(usdt="10000000"), make_trader(usdt="5200")
+    submit(market_maker, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    submit(trader, side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    first = submit(trader, side="Sell", order_qty=1_000_000, price="51000")
+    assert first.margin_reserved == D("38.25")  # the fee alone: it only closes the long
+    with pytest.raises(InsufficientBalance):  # the long is taken: this one would open a short
+        submit(trader, side="Sell", order_qty=1_000_000, price="51000")
+    settle(engine)
+
+
+@pytest.mark.parametrize("symbol, side, cross, resting, funds", [
+    (LIN, "Sell", "40000", "50000", {"usdt": "4030"}),  # 10x of 40,000 and the fee: 50,000 is the bid it sells into
+    (INV, "Buy", "100000", "50000", {"usdt": "0", "xbt": "0.010075"}),  # 10,000 USD at 100,000; the ask is 50,000
+])
+def test_an_order_crossing_the_book_holds_margin_at_the_price_it_will_fill(engine, make_trader, symbol, side,
+                                                                           cross, resting, funds):
+    market_maker, trader = make_trader(usdt="10000000", xbt="100"), make_trader(**funds)
+    qty = 1_000_000 if symbol == LIN else 10_000
+    submit(market_maker, symbol=symbol, side="Buy" if side == "Sell" else "Sell", order_qty=qty, price=resting)
+    settle(engine)
+    with pytest.raises(InsufficientBalance):
+        submit(trader, symbol=symbol, side=side, order_qty=qty, price=cross)
+    settle(engine)
+
+
+def test_leverage_is_not_lowered_under_open_orders_whose_margin_it_would_not_cover(engine, make_trader):
+    trader = make_trader(usdt="100000")
+    services.set_leverage(account=trader, symbol=LIN, leverage=10)
+    order = submit(trader, side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    with pytest.raises(OrderRejected, match="cancel your open XBTUSDT orders before lowering it"):
+        services.set_leverage(account=trader, symbol=LIN, leverage=1)
+    assert services.set_leverage(account=trader, symbol=LIN, leverage=20).leverage == 20
+    services.cancel_orders(orders=[order])
+    settle(engine)
+    assert services.set_leverage(account=trader, symbol=LIN, leverage=1).leverage == 1
+
+
+def test_an_isolated_positions_loss_beyond_its_margin_is_never_available(engine, make_trader):
+    market_maker, trader = make_trader(usdt="10000000"), make_trader(usdt="10000")
+    services.set_leverage(account=trader, symbol=LIN, leverage=10, cross_margin=False)
+    submit(market_maker, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    submit(trader, side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    submit(market_maker, side="Sell", order_qty=1_000_000, price="44000")
+    submit(make_trader(usdt="100000"), side="Buy", order_qty=1_000_000, price="44000")  # the last price: 44,000
+    settle(engine)
+    services.set_leverage(account=trader, symbol=LIN, leverage=100)  # its margin: 5,000 -> 500
+    # 10,000 - 37.5 fee - 500 margin - 6,000 loss, not - 500 as if the loss stopped at the margin
+    assert available(trader) == D("10000") - D("37.5") - D("500") - D("6000")
+
+
+def test_an_account_never_trades_with_itself(engine, make_trader):
+    trader = make_trader()
+    ask = submit(trader, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)
+    bid = submit(trader, side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    assert (fresh(ask).ord_status, fresh(bid).ord_status) == (OrdStatus.NEW, OrdStatus.CANCELED)
+    assert bid.text == "Canceled: self-trade prevention" and not Execution.objects.filter(order__account=trader)
+    assert balance(trader).amount == D("100000")
+
+
+def test_a_positions_realized_pnl_adds_up_its_closes_until_a_new_one_opens(engine, make_trader):
+    short, long_ = make_trader(), make_trader()
+    submit(short, side="Sell", order_qty=2_000_000, price="50000")
+    settle(engine)
+    submit(long_, side="Buy", order_qty=2_000_000, price="50000")
+    settle(engine)
+    for price in ("51000", "52000"):  # closed in two halves: +1,000 then +2,000
+        submit(short, side="Buy", order_qty=1_000_000, price=price)
+        settle(engine)
+        submit(long_, side="Sell", order_qty=1_000_000, price=price)
+        settle(engine)
+    assert (position(long_).current_qty, position(long_).realized_pnl, position(long_).cum_realized_pnl) == (
+        0, D(3000), D(3000))
+    submit(short, side="Sell", order_qty=1_000_000, price="52000")
+    settle(engine)
+    submit(long_, side="Buy", order_qty=1_000_000, price="52000")
+    settle(engine)
+    assert (position(long_).realized_pnl, position(long_).cum_realized_pnl) == (0, D(3000))
