@@ -7,6 +7,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts import selectors as account_selectors
 from accounts import services
 from accounts.models import Asset
 from config.api import BadRequest
@@ -42,11 +43,13 @@ class FaucetView(APIView):
 
     @extend_schema(summary="Demo money: credits up to the faucet's limit of an asset")
     def post(self, request):
-        data = request.data if hasattr(request.data, "get") else {}
+        data = request.data
+        if not hasattr(data, "get"):
+            raise BadRequest("the body must be a JSON object")
         code = data.get("asset") or data.get("currency")
-        asset = Asset.objects.filter(code=code).first() or Asset.objects.filter(currency=code).first()
+        asset = account_selectors.asset_named(code)
         if asset is None:
-            raise BadRequest(f"Invalid asset: {code}")
+            raise BadRequest(f"Invalid asset: {code}" if code else "asset is required")
         request_id = data.get("requestID")
         try:
             request_id = uuid.UUID(str(request_id)) if request_id else None

@@ -12,6 +12,14 @@ def _asset_units() -> tuple[tuple[str, Decimal], ...]:
     return tuple((a.code, a.unit) for a in Asset.objects.all())
 
 
+def asset_named(name) -> Asset | None:
+    """The asset of a code (USDT) or BitMEX currency id (USDt); None for anything else, a value that
+    is not a text or holds a NUL character (PostgreSQL refuses to compare those) included."""
+    if not isinstance(name, str) or "\x00" in name:
+        return None
+    return Asset.objects.filter(code=name).first() or Asset.objects.filter(currency=name).first()
+
+
 def asset_units() -> dict[str, Decimal]:
     units = dict(_asset_units())
     if not units:  # nothing cached while the table is still empty

@@ -1,11 +1,11 @@
 """Every write to accounts, balances and the ledger goes through these functions."""
 import uuid
 from collections import defaultdict
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Iterable, Sequence
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from accounts import selectors
@@ -19,6 +19,13 @@ class InsufficientBalance(ValueError):
 
     def __init__(self, detail: str = ""):
         super().__init__("Account has insufficient Available Balance" + (f": {detail}" if detail else ""))
+
+
+class RequestIdReused(ValueError):
+    """A request id sent again with another request (another account, kind, asset or amount)."""
+
+    def __init__(self):
+        super().__init__("requestID was already used for a different request")
 
 
 DEFAULT_ASSETS = [
@@ -108,39 +115,69 @@ def _decimal(amount) -> Decimal:
         raise ValueError(f"amount must be a number, not {amount!r}") from None
 
 
+# Balances add up in Decimal's default context of 28 significant digits: an amount with more, counted
+# to its asset's smallest unit, could not be added exactly.
+AMOUNT_DIGITS = 28
+
+
+def check_digits(number: Decimal, name: str, *, max_digits: int, decimal_places: int) -> None:
+    """Refuses a finite number that does not fit max_digits digits with decimal_places of them after
+    the point: PostgreSQL would silently round the extra places away (past a "positive" check)."""
+    if number.adjusted() >= max_digits - decimal_places:
+        raise ValueError(f"{name} is too large")
+    with localcontext(prec=max_digits):  # room for any number that passed the check above
+        if number != number.quantize(Decimal(1).scaleb(-decimal_places)):
+            raise ValueError(f"{name} has at most {decimal_places} decimal places")
+
+
 def _positive(amount: Decimal, asset: Asset) -> Decimal:
     amount = _decimal(amount)
     if not amount.is_finite() or amount <= 0:
         raise ValueError("amount must be positive")
-    if amount != amount.quantize(asset.unit):
-        raise ValueError(f"amount has more than {asset.scale} decimal places")
+    check_digits(amount, "amount", max_digits=AMOUNT_DIGITS, decimal_places=asset.scale)
     return amount
 
 
 def _move_cash(kind: str, account: Account, asset: Asset | str, amount, request_id: uuid.UUID | None,
                check_available: bool) -> CashMovement:
-    """A deposit (credit) or withdrawal (debit) against the outside world; a repeated request_id
-    returns the first movement."""
+    """A deposit (credit) or withdrawal (debit) against the outside world. A repeated request_id
+    returns the first movement if it asked for the same; anything else with it is refused."""
     asset = _asset(asset)
     amount = _positive(amount, asset)
     if request_id and (done := CashMovement.objects.filter(request_id=request_id).first()):
-        return done
+        return _same_request(done, kind, account, asset, amount)
     request_id = request_id or uuid.uuid4()
-    external = system_account(SystemAccount.EXTERNAL)
-    balances = lock_balances([(account.pk, asset.code), (external.pk, asset.code)])
-    if check_available:
-        _debit_available(balances, account, asset, amount)
-    signed = amount if kind == CashMovement.Kind.DEPOSIT else -amount
-    tx = post_transaction(kind=kind, reference=f"cash:{request_id}", balances=balances,
-                          legs=[(external.pk, asset.code, -signed), (account.pk, asset.code, signed)])
-    return CashMovement.objects.create(request_id=request_id, kind=kind, account=account, asset=asset,
-                                       amount=amount, transaction=tx)
+    try:
+        with transaction.atomic():  # a savepoint: losing the race below undoes only this movement
+            external = system_account(SystemAccount.EXTERNAL)
+            balances = lock_balances([(account.pk, asset.code), (external.pk, asset.code)])
+            if check_available:
+                _debit_available(balances, account, asset, amount)
+            signed = amount if kind == CashMovement.Kind.DEPOSIT else -amount
+            tx = post_transaction(kind=kind, reference=f"cash:{request_id}", balances=balances,
+                                  legs=[(external.pk, asset.code, -signed), (account.pk, asset.code, signed)])
+            return CashMovement.objects.create(request_id=request_id, kind=kind, account=account, asset=asset,
+                                               amount=amount, transaction=tx)
+    except IntegrityError:
+        # a request with this request_id committed while this one was written (the unique index made
+        # the insert wait for it): it is visible now, and this one is its retry or is refused
+        done = CashMovement.objects.filter(request_id=request_id).first()
+        if done is None:
+            raise
+        return _same_request(done, kind, account, asset, amount)
+
+
+def _same_request(done: CashMovement, kind: str, account: Account, asset: Asset, amount: Decimal) -> CashMovement:
+    if (done.account_id, done.kind, done.asset_id, done.amount) != (account.pk, kind, asset.code, amount):
+        raise RequestIdReused()
+    return done
 
 
 @transaction.atomic
 def deposit(*, account: Account, asset: Asset | str, amount: Decimal,
             request_id: uuid.UUID | None = None) -> CashMovement:
-    """Credits the account from the outside world. A repeated request_id returns the first deposit."""
+    """Credits the account from the outside world. A repeated request_id returns the first deposit
+    (the same account, asset and amount; anything else is refused)."""
     return _move_cash(CashMovement.Kind.DEPOSIT, account, asset, amount, request_id, check_available=False)
 
 
@@ -149,9 +186,9 @@ def faucet_deposit(*, account: Account, asset: Asset | str, amount: Decimal | No
     """Demo money: at most the faucet's limit per request."""
     asset = _asset(asset)
     limit = Decimal(settings.FAUCET_LIMITS.get(asset.code, 0))
-    amount = limit if amount is None else _decimal(amount)
     if not limit:
         raise ValueError(f"the faucet does not give {asset.code}")
+    amount = limit if amount is None else _positive(amount, asset)  # a NaN cannot be compared
     if amount > limit:
         raise ValueError(f"the faucet gives at most {limit} {asset.code} per request")
     return deposit(account=account, asset=asset, amount=amount, request_id=request_id)

@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts import selectors as account_selectors
 from accounts import services
 from accounts.models import Asset
 from matching import selectors
@@ -39,13 +40,14 @@ def account(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def faucet(request: HttpRequest) -> HttpResponse:
-    asset = Asset.objects.filter(code=request.POST.get("asset")).first()
+    asset = account_selectors.asset_named(request.POST.get("asset"))
     if asset is None:
         messages.error(request, "Choose an asset.")
     else:
         try:
             movement = services.faucet_deposit(account=services.main_account(request.user), asset=asset)
-            messages.success(request, f"{movement.amount.normalize()} {asset.code} added to your wallet.")
+            # fixed-point: 100000, not the 1E+5 normalize() alone would show
+            messages.success(request, f"{movement.amount.normalize():f} {asset.code} added to your wallet.")
         except ValueError as error:
             messages.error(request, str(error))
     return redirect("account")

@@ -18,17 +18,31 @@ SETTING_FIELDS = {  # request field -> follow setting
 }
 
 
-def _body(request) -> dict:
+LEADER_FIELDS = {"description", "tags", "profitShareRate", "public", "followerCap"}  # "name" only when applying
+
+
+def _body(request, allowed: set) -> dict:
+    """The JSON object of the request, refused when it holds a field the endpoint does not know
+    (a misspelt one would otherwise be ignored without a word)."""
     if not hasattr(request.data, "get"):
         raise BadRequest("the body must be a JSON object")
+    unknown = set(request.data) - allowed
+    if unknown:
+        raise BadRequest(f"Unknown field(s): {', '.join(sorted(unknown))}")
     return request.data
 
 
-def _settings(body: dict, allowed_extra: set) -> dict:
-    unknown = set(body) - set(SETTING_FIELDS) - allowed_extra
-    if unknown:
-        raise BadRequest(f"Unknown field(s): {', '.join(sorted(unknown))}")
+def _settings(body: dict) -> dict:
     return {SETTING_FIELDS[k]: v for k, v in body.items() if k in SETTING_FIELDS}
+
+
+def _leader_id(value) -> int | None:
+    """A leader's id from JSON: a whole number or a text of ASCII digits ("²" is a digit to isdigit())."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 def _money(value):
@@ -69,6 +83,26 @@ def follow_row(follow: Follow) -> dict:
     }
 
 
+def opened_positions_row(opened: list[services.OpenedCopy]) -> dict:
+    """What following did with the leader's open positions: each one's order or refusal, and a
+    warning that says which were copied at market and which were not, and why."""
+    placed = [o.symbol for o in opened if o.order_pk is not None]
+    refused = [f"{o.symbol} ({o.reason})" for o in opened if o.order_pk is None]
+    if not opened:
+        warning = "The leader holds no open positions: nothing was copied."
+    elif placed:
+        warning = (f"The leader's open positions in {', '.join(placed)} were copied at market, at current prices: "
+                   "your entries differ from the leader's, and so will your results.")
+    else:
+        warning = "None of the leader's open positions was copied."
+    if refused:
+        warning += f" Not copied: {'; '.join(refused)}."
+    return {"openPositions": [{"symbol": o.symbol, "side": o.side, "orderQty": o.qty,
+                               "status": "placed" if o.order_pk is not None else "refused", "reason": o.reason}
+                              for o in opened],
+            "warning": warning}
+
+
 class LeadersView(APIView):
     permission_classes = [AllowAny]
 
@@ -80,8 +114,8 @@ class LeadersView(APIView):
     def post(self, request):
         if not request.user.is_authenticated:
             raise BadRequest("log in to lead")
-        body = _body(request)
-        leader = services.apply_to_lead(user=request.user, display_name=str(body.get("name", "")),
+        body = _body(request, LEADER_FIELDS | {"name"})
+        leader = services.apply_to_lead(user=request.user, display_name=body.get("name", ""),
                                         description=body.get("description", ""), tags=body.get("tags", []),
                                         profit_share_rate=body.get("profitShareRate", "0.10"),
                                         is_public=body.get("public", True), follower_cap=body.get("followerCap", 10_000))
@@ -104,7 +138,7 @@ class LeaderView(APIView):
         leader = get_object_or_404(Leader, pk=leader_id)
         if leader.user_id != request.user.pk:
             raise BadRequest("you can only change your own profile")
-        body = _body(request)
+        body = _body(request, LEADER_FIELDS)
         leader = services.update_leader(leader=leader, profit_share_rate=body.get("profitShareRate"),
                                         description=body.get("description"), tags=body.get("tags"),
                                         is_public=body.get("public"), follower_cap=body.get("followerCap"))
@@ -120,8 +154,10 @@ class FollowsView(APIView):
 
     @extend_schema(summary="Follow a leader: moves `amount` of `currency` into a copy account")
     def post(self, request):
-        body = _body(request)
-        leader = Leader.objects.filter(pk=body.get("leaderID")).first() if str(body.get("leaderID", "")).isdigit() else None
+        body = _body(request, set(SETTING_FIELDS) | {"leaderID", "amount", "currency", "inviteCode",
+                                                     "copyOpenPositions"})
+        leader_id = _leader_id(body.get("leaderID"))
+        leader = Leader.objects.filter(pk=leader_id).first() if leader_id is not None else None
         if leader is None:
             raise BadRequest("leaderID is required and must name a leader")
         if body.get("amount") in (None, ""):
@@ -131,12 +167,10 @@ class FollowsView(APIView):
             raise BadRequest("copyOpenPositions must be true or false")
         follow = services.follow(user=request.user, leader=leader, amount=str(body["amount"]),
                                  asset=body.get("currency", "USDT"), invite_code=body.get("inviteCode", ""),
-                                 copy_open_positions=copy_open,
-                                 **_settings(body, {"leaderID", "amount", "currency", "inviteCode", "copyOpenPositions"}))
+                                 **_settings(body))
         row = follow_row(follow)
         if copy_open:
-            row["warning"] = ("The leader's open positions were copied at market, at current prices: your entries "
-                              "differ from the leader's, and so will your results.")
+            row.update(opened_positions_row(services.open_leader_positions(follow=follow)))
         return Response(row)
 
 
@@ -152,13 +186,13 @@ class FollowView(APIView):
 
     @extend_schema(summary="Change a copy's settings")
     def put(self, request, follow_id: int):
-        follow = services.update_follow(follow=self.follow(request, follow_id), **_settings(_body(request), set()))
+        follow = services.update_follow(follow=self.follow(request, follow_id),
+                                        **_settings(_body(request, set(SETTING_FIELDS))))
         return Response(follow_row(follow))
 
     @extend_schema(summary="Unfollow: closePositions (default true) closes the copied positions at market")
     def delete(self, request, follow_id: int):
-        body = request.data if hasattr(request.data, "get") else {}
-        close = body.get("closePositions", True)
+        close = _body(request, {"closePositions"}).get("closePositions", True)
         if not isinstance(close, bool):
             raise BadRequest("closePositions must be true or false")
         return Response(follow_row(services.unfollow(follow=self.follow(request, follow_id), close_positions=close)))

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 
 from accounts.models import MONEY, Account, Asset, LedgerTransaction
 from matching.models import Execution, Order
@@ -23,7 +24,7 @@ class Leader(models.Model):
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="leader")
     account = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="leader")  # whose fills are copied
-    display_name = models.CharField(max_length=60, unique=True)
+    display_name = models.CharField(max_length=60)  # unique whatever its case: see Meta
     description = models.TextField(blank=True, default="")
     tags = ArrayField(models.CharField(max_length=30), default=list, blank=True)
     profit_share_rate = models.DecimalField(max_digits=5, decimal_places=4, default=Decimal("0.10"))
@@ -39,8 +40,12 @@ class Leader(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(profit_share_rate__gte=0, profit_share_rate__lte=Decimal("0.30")),
-                                              name="leader_profit_share_rate_range")]
+        constraints = [
+            models.CheckConstraint(condition=Q(profit_share_rate__gte=0, profit_share_rate__lte=Decimal("0.30")),
+                                   name="leader_profit_share_rate_range"),
+            # UPPER, as the display_name__iexact lookup compares: the index and that check agree
+            models.UniqueConstraint(Upper("display_name"), name="leader_display_name_unique_ignoring_case"),
+        ]
 
     def __str__(self):
         return self.display_name

@@ -1,5 +1,6 @@
 """Every write of copy trading: leading, following, the fan-out of a leader's fills, profit share."""
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 
@@ -7,8 +8,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from accounts.models import Account, Asset, Balance, LedgerEntry
-from accounts.services import main_account, post_transaction, transfer
+from accounts.models import Account, Balance, LedgerEntry
+from accounts.selectors import asset_named
+from accounts.services import check_digits, main_account, post_transaction, transfer
 from copytrade import calculations, hooks, selectors
 from copytrade.models import CopiedOrder, Follow, Leader, LeaderDay, LeaderStats, ProfitShareSettlement
 from matching import persistence, streams
@@ -25,6 +27,15 @@ class CopyRejected(ValueError):
     """A copy-trading request the platform refuses; the message is for the user."""
 
 
+def _fits_column(number: Decimal, name: str, model, field: str) -> None:
+    """The number is stored exactly in the model field's column, or refused (never rounded)."""
+    column = model._meta.get_field(field)
+    try:
+        check_digits(number, name, max_digits=column.max_digits, decimal_places=column.decimal_places)
+    except ValueError as error:
+        raise CopyRejected(str(error)) from None
+
+
 # ---------- leaders ----------
 
 def _rate(value) -> Decimal:
@@ -34,7 +45,15 @@ def _rate(value) -> Decimal:
         raise CopyRejected("profit share rate must be a number") from None
     if not rate.is_finite() or not Decimal(0) <= rate <= MAX_PROFIT_SHARE:
         raise CopyRejected("profit share rate must be between 0 and 0.30")
+    _fits_column(rate, "profit share rate", Leader, "profit_share_rate")
     return rate
+
+
+def _text(value, name: str) -> str:
+    """A text as sent: a list or null is refused, not stored as "['...']" or "None"."""
+    if not isinstance(value, str):
+        raise CopyRejected(f"{name} must be a string")
+    return value
 
 
 def _tags(tags) -> list[str]:
@@ -44,7 +63,9 @@ def _tags(tags) -> list[str]:
 
 
 def _cap(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, str) and value.isdigit()):
+    # isdigit() alone also passes "²", which int() refuses
+    if isinstance(value, bool) or not isinstance(value, int) and not (
+            isinstance(value, str) and value.isascii() and value.isdigit()):
         raise CopyRejected("the follower cap is a whole number between 1 and 10,000")
     if not 1 <= int(value) <= 10_000:
         raise CopyRejected("the follower cap is between 1 and 10,000")
@@ -57,22 +78,30 @@ def _flag(value, name: str) -> bool:
     return value
 
 
-@transaction.atomic
 def apply_to_lead(*, user, display_name: str, description: str = "", tags=(), profit_share_rate="0.10",
                   is_public: bool = True, follower_cap: int = 10_000) -> Leader:
-    """Makes the user a leader: the fills of their main account are copied from now on."""
-    display_name = (display_name or "").strip()
+    """Makes the user a leader: the fills of their main account are copied from now on. One leader
+    per user and per name (whatever its case), held by unique indexes under concurrent applications."""
+    display_name = _text(display_name, "name").strip()
     if not 3 <= len(display_name) <= 60:
         raise CopyRejected("a leader's name has 3 to 60 characters")
+    fields = {"description": _text(description, "description"), "tags": _tags(tags),
+              "profit_share_rate": _rate(profit_share_rate), "is_public": _flag(is_public, "public"),
+              "follower_cap": _cap(follower_cap)}
     if Leader.objects.filter(user=user).exists():
         raise CopyRejected("you already lead")
     if Leader.objects.filter(display_name__iexact=display_name).exists():
         raise CopyRejected("that name is taken")
-    leader = Leader.objects.create(user=user, account=main_account(user), display_name=display_name,
-                                   description=str(description), tags=_tags(tags),
-                                   profit_share_rate=_rate(profit_share_rate), is_public=_flag(is_public, "public"),
-                                   follower_cap=_cap(follower_cap))
-    LeaderStats.objects.create(leader=leader)
+    try:
+        with transaction.atomic():
+            leader = Leader.objects.create(user=user, account=main_account(user), display_name=display_name,
+                                           **fields)
+            LeaderStats.objects.create(leader=leader)
+    except IntegrityError:
+        # a concurrent application committed first (the unique index made this insert wait for it)
+        if Leader.objects.filter(user=user).exists():
+            raise CopyRejected("you already lead") from None
+        raise CopyRejected("that name is taken") from None
     hooks.forget_leaders()
     return leader
 
@@ -89,7 +118,7 @@ def update_leader(*, leader: Leader, profit_share_rate=None, description: str | 
                 profit_share_rate=rate)
         leader.profit_share_rate = rate
     if description is not None:
-        leader.description = str(description)
+        leader.description = _text(description, "description")
     if tags is not None:
         leader.tags = _tags(tags)
     if is_public is not None:
@@ -120,7 +149,9 @@ def _check_settings(values: dict) -> dict:
                 raise CopyRejected(f"sizing is one of {', '.join(Follow.Sizing.values)}")
             clean[name] = value
         elif name == "symbols":
-            symbols = [value] if isinstance(value, str) else list(value)
+            symbols = [value] if isinstance(value, str) else value
+            if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+                raise CopyRejected("symbols is a list of symbols")
             unknown_symbols = set(symbols) - set(Instrument.objects.values_list("symbol", flat=True))
             if unknown_symbols:
                 raise CopyRejected(f"unknown symbol(s): {', '.join(sorted(unknown_symbols))}")
@@ -138,6 +169,7 @@ def _check_settings(values: dict) -> dict:
                 raise CopyRejected(f"{name} is at most {limits[name]}")
             if name in ("ratio", "leverage", "fixed_notional") and number == 0:
                 raise CopyRejected(f"{name} must be positive")
+            _fits_column(number, name, Follow, name)
             clean[name] = number
     for required in ("ratio", "fixed_notional", "slippage", "sizing"):
         if required in clean and clean[required] is None:
@@ -145,11 +177,9 @@ def _check_settings(values: dict) -> dict:
     return clean
 
 
-def follow(*, user, leader: Leader, amount, asset: str = "USDT", invite_code: str = "",
-           copy_open_positions: bool = False, **settings) -> Follow:
+def follow(*, user, leader: Leader, amount, asset: str = "USDT", invite_code: str = "", **settings) -> Follow:
     """Moves `amount` from the main account into a new copy sub-account and starts copying the
-    leader's new trades. With copy_open_positions, the leader's current positions are also opened
-    at market, at today's prices, not the leader's entries."""
+    leader's new trades (open_leader_positions also opens the ones the leader holds now)."""
     if leader.user_id == user.pk:
         raise CopyRejected("you cannot follow yourself")
     if leader.status != Leader.Status.ACTIVE:
@@ -157,7 +187,7 @@ def follow(*, user, leader: Leader, amount, asset: str = "USDT", invite_code: st
     if not leader.is_public and invite_code != leader.invite_code:
         raise CopyRejected("this leader is private: an invite code is needed")
     clean = _check_settings(settings)
-    asset_row = Asset.objects.filter(code=asset).first()
+    asset_row = asset_named(asset)
     if asset_row is None:
         raise CopyRejected(f"unknown asset {asset}")
     try:
@@ -177,27 +207,38 @@ def follow(*, user, leader: Leader, amount, asset: str = "USDT", invite_code: st
                                            profit_share_rate=locked.profit_share_rate, **clean)
     except IntegrityError:
         raise CopyRejected("you already follow this leader") from None
-    if copy_open_positions:
-        open_leader_positions(follow=follow)
     return follow
 
 
-def open_leader_positions(*, follow: Follow) -> list[str]:
-    """Opens, at market, the follower's proportional share of each position the leader holds now;
-    returns what was refused, with the reason."""
+@dataclass(frozen=True)
+class OpenedCopy:
+    """What one of the leader's open positions became for a new copy: a market order, or the reason
+    there is none."""
+    symbol: str
+    side: str
+    qty: int  # the copy order's size; 0 when refused
+    order_pk: int | None = None
+    reason: str = ""  # why no order was placed
+
+
+def open_leader_positions(*, follow: Follow) -> list[OpenedCopy]:
+    """Opens, at market, the follower's share of each position the leader holds now (at today's
+    prices, not the leader's entries); returns each position's outcome, refusals with their reason."""
     leader = follow.leader
-    refused = []
+    outcomes = []
     positions = Position.objects.select_related("instrument", "instrument__settle_asset").filter(
         account_id=leader.account_id, instrument__settle_asset_id=follow.asset_id).exclude(current_qty=0)
-    for position in positions:
+    for position in positions.order_by("instrument__symbol"):
         instrument = position.instrument
-        if follow.symbols and instrument.symbol not in follow.symbols:
-            continue
-        equities = selectors.equities(account_ids=[leader.account_id, follow.account_id], asset=follow.asset_id)
         side = Side.BUY if position.current_qty > 0 else Side.SELL
+        if follow.symbols and instrument.symbol not in follow.symbols:
+            outcomes.append(OpenedCopy(instrument.symbol, side, 0, reason="not among the copy's symbols"))
+            continue
         price = instrument.last_price or instrument.mark_price
         if price is None:
+            outcomes.append(OpenedCopy(instrument.symbol, side, 0, reason="no price to size the copy at"))
             continue
+        equities = selectors.equities(account_ids=[leader.account_id, follow.account_id], asset=follow.asset_id)
         (sized,) = [o for o in calculations.follower_quantities(
             calculations.LeaderFill(side=side, qty=abs(position.current_qty), price=price, position_before=0,
                                     equity=equities[leader.account_id]),
@@ -207,15 +248,17 @@ def open_leader_positions(*, follow: Follow) -> list[str]:
                                       max_position_notional=follow.max_position_notional)],
             instrument.lot_size, instrument.terms) if not o.reduce_only]
         if sized.skip_reason:
-            refused.append(f"{instrument.symbol}: {sized.skip_reason}")
+            outcomes.append(OpenedCopy(instrument.symbol, side, 0, reason=sized.skip_reason))
             continue
         (result,) = submit_orders_bulk(instrument=instrument, orders=[BulkOrder(
             account_id=follow.account_id, side=side, order_qty=sized.qty, ord_type=OrdType.MARKET, price=None,
             time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL, cl_ord_id=f"open-{follow.pk}-{instrument.pk}",
             text="copy of the leader's open position, at market")])
-        if result.reason:
-            refused.append(f"{instrument.symbol}: {result.reason}")
-    return refused
+        if result.order_pk is None:
+            outcomes.append(OpenedCopy(instrument.symbol, side, 0, reason=result.reason or "refused"))
+        else:
+            outcomes.append(OpenedCopy(instrument.symbol, side, sized.qty, order_pk=result.order_pk))
+    return outcomes
 
 
 def _settings_update(follow: Follow, settings: dict) -> None:

@@ -1,4 +1,5 @@
 import threading
+import time
 import uuid
 from decimal import Decimal as D
 
@@ -6,12 +7,12 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 
 from accounts import services
 from accounts.models import Account, Balance, CashMovement, LedgerEntry, SystemAccount
 from accounts.selectors import ledger_problems
-from accounts.services import InsufficientBalance
+from accounts.services import InsufficientBalance, RequestIdReused
 
 
 def balance(account, asset="USDT"):
@@ -40,6 +41,9 @@ def test_a_retried_deposit_request_is_credited_once(make_trader):
 @pytest.mark.django_db
 @pytest.mark.parametrize("amount, message", [
     (D("0"), "positive"), (D("-1"), "positive"), (D("0.0000001"), "decimal places"), (D("NaN"), "positive"),
+    (D("sNaN"), "positive"), (D("Infinity"), "positive"),
+    # more digits than the ledger adds exactly (28, counted to the micro-USDT)
+    (D("1e22"), "too large"), (D("1e30"), "too large"), (D(10**40), "too large"), ("1E+999999999", "too large"),
 ])
 def test_bad_amounts_are_refused(make_trader, amount, message):
     account = make_trader(usdt="0", xbt="0")
@@ -49,12 +53,75 @@ def test_bad_amounts_are_refused(make_trader, amount, message):
 
 
 @pytest.mark.django_db
+def test_a_request_id_sent_again_with_another_request_is_refused(make_trader):
+    account, stranger = make_trader(usdt="0", xbt="0"), make_trader(usdt="0", xbt="0")
+    request_id = uuid.uuid4()
+    services.deposit(account=account, asset="USDT", amount=D(10), request_id=request_id)
+    for other in (dict(account=stranger, asset="USDT", amount=D(10)), dict(account=account, asset="XBT", amount=D(10)),
+                  dict(account=account, asset="USDT", amount=D(11))):
+        with pytest.raises(RequestIdReused):
+            services.deposit(request_id=request_id, **other)
+    with pytest.raises(RequestIdReused):
+        services.withdraw(account=account, asset="USDT", amount=D(10), request_id=request_id)
+    assert list(CashMovement.objects.values_list("account", "asset", "amount")) == [(account.pk, "USDT", D(10))]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_deposits_with_one_request_id_at_once_credit_once(make_trader):
+    """Both requests find no movement of that id, then wait for the balance lock; the second to get
+    it collides with the first's movement and answers with it, as a retry would."""
+    account = make_trader(usdt="100", xbt="0")
+    request_id = uuid.uuid4()
+    movements = []
+
+    def faucet():
+        try:
+            movements.append(services.faucet_deposit(account=account, asset="USDT", amount="10", request_id=request_id))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=faucet) for _ in range(2)]
+    with transaction.atomic():
+        services.lock_balances([(account.pk, "USDT")])
+        for t in threads:
+            t.start()
+        assert connections_waiting_for_a_lock(2)
+    for t in threads:
+        t.join()
+    assert [m.pk for m in movements] == [movements[0].pk] * 2
+    assert balance(account) == D(110) and CashMovement.objects.filter(request_id=request_id).count() == 1
+
+
+def connections_waiting_for_a_lock(count: int) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            # a transaction sees pg_stat_activity as it first read it, unless told to read it again
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute("SELECT count(*) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND wait_event_type = 'Lock'")
+            if cursor.fetchone()[0] >= count:
+                return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.django_db
 def test_the_faucet_gives_at_most_its_limit(make_trader):
     account = make_trader(usdt="0", xbt="0")
     services.faucet_deposit(account=account, asset="XBT")
     assert balance(account, "XBT") == D(1)
     with pytest.raises(ValueError, match="at most"):
         services.faucet_deposit(account=account, asset="XBT", amount=D(2))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("amount", ["NaN", "sNaN", "-Infinity", "lots"])
+def test_the_faucet_refuses_an_amount_that_is_not_a_number(make_trader, amount):
+    account = make_trader(usdt="0", xbt="0")
+    with pytest.raises(ValueError, match="amount must be"):
+        services.faucet_deposit(account=account, asset="USDT", amount=amount)
+    assert not CashMovement.objects.filter(account=account).exists()
 
 
 @pytest.mark.django_db

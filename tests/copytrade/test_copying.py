@@ -246,8 +246,10 @@ def test_copied_openings_get_a_take_profit_and_a_stop_loss(engine, market, make_
 def test_following_can_open_the_leaders_current_positions_at_market(engine, market, make_trader):
     leader = leader_account(make_trader)
     trade(engine, leader.account, "Buy", 10_000_000)
-    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000), copy_open_positions=True)
+    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000))
+    (opened,) = services.open_leader_positions(follow=follow)
     settle(engine)
+    assert (opened.symbol, opened.side, opened.qty, opened.reason) == (SYMBOL, "Buy", 1_000_000, "")
     assert copy_position(follow) == 1_000_000
 
 
