@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from accounts import selectors as account_selectors
 from accounts import services
 from accounts.models import Asset
-from config.api import BadRequest
+from config.api import BadRequest, json_object
 from matching import rows, selectors
 
 
@@ -43,9 +43,7 @@ class FaucetView(APIView):
 
     @extend_schema(summary="Demo money: credits up to the faucet's limit of an asset")
     def post(self, request):
-        data = request.data
-        if not hasattr(data, "get"):
-            raise BadRequest("the body must be a JSON object")
+        data = json_object(request)
         code = data.get("asset") or data.get("currency")
         asset = account_selectors.asset_named(code)
         if asset is None:

@@ -71,6 +71,18 @@ def exception_handler(exc, context):
     return response
 
 
+def json_object(request, known=None) -> dict:
+    """The request's body as a JSON object; with `known`, a field outside it is refused (a misspelt
+    one would otherwise be ignored without a word)."""
+    data = request.data
+    if not hasattr(data, "get"):
+        raise BadRequest("the body must be a JSON object")
+    unknown = set(data) - set(known) if known is not None else ()
+    if unknown:
+        raise BadRequest(f"Unknown field(s): {', '.join(sorted(unknown))}")
+    return data
+
+
 @dataclass(frozen=True)
 class ListQuery:
     """BitMEX's list parameters: symbol, filter, count, start, reverse, startTime, endTime."""

@@ -6,7 +6,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.api import BadRequest
+from config.api import BadRequest, json_object
 from copytrade import selectors, services
 from copytrade.models import Follow, Leader
 from matching.rows import iso, number
@@ -19,17 +19,6 @@ SETTING_FIELDS = {  # request field -> follow setting
 
 
 LEADER_FIELDS = {"description", "tags", "profitShareRate", "public", "followerCap"}  # "name" only when applying
-
-
-def _body(request, allowed: set) -> dict:
-    """The JSON object of the request, refused when it holds a field the endpoint does not know
-    (a misspelt one would otherwise be ignored without a word)."""
-    if not hasattr(request.data, "get"):
-        raise BadRequest("the body must be a JSON object")
-    unknown = set(request.data) - allowed
-    if unknown:
-        raise BadRequest(f"Unknown field(s): {', '.join(sorted(unknown))}")
-    return request.data
 
 
 def _settings(body: dict) -> dict:
@@ -114,7 +103,7 @@ class LeadersView(APIView):
     def post(self, request):
         if not request.user.is_authenticated:
             raise BadRequest("log in to lead")
-        body = _body(request, LEADER_FIELDS | {"name"})
+        body = json_object(request, LEADER_FIELDS | {"name"})
         leader = services.apply_to_lead(user=request.user, display_name=body.get("name", ""),
                                         description=body.get("description", ""), tags=body.get("tags", []),
                                         profit_share_rate=body.get("profitShareRate", "0.10"),
@@ -138,7 +127,7 @@ class LeaderView(APIView):
         leader = get_object_or_404(Leader, pk=leader_id)
         if leader.user_id != request.user.pk:
             raise BadRequest("you can only change your own profile")
-        body = _body(request, LEADER_FIELDS)
+        body = json_object(request, LEADER_FIELDS)
         leader = services.update_leader(leader=leader, profit_share_rate=body.get("profitShareRate"),
                                         description=body.get("description"), tags=body.get("tags"),
                                         is_public=body.get("public"), follower_cap=body.get("followerCap"))
@@ -154,7 +143,7 @@ class FollowsView(APIView):
 
     @extend_schema(summary="Follow a leader: moves `amount` of `currency` into a copy account")
     def post(self, request):
-        body = _body(request, set(SETTING_FIELDS) | {"leaderID", "amount", "currency", "inviteCode",
+        body = json_object(request, set(SETTING_FIELDS) | {"leaderID", "amount", "currency", "inviteCode",
                                                      "copyOpenPositions"})
         leader_id = _leader_id(body.get("leaderID"))
         leader = Leader.objects.filter(pk=leader_id).first() if leader_id is not None else None
@@ -187,12 +176,12 @@ class FollowView(APIView):
     @extend_schema(summary="Change a copy's settings")
     def put(self, request, follow_id: int):
         follow = services.update_follow(follow=self.follow(request, follow_id),
-                                        **_settings(_body(request, set(SETTING_FIELDS))))
+                                        **_settings(json_object(request, set(SETTING_FIELDS))))
         return Response(follow_row(follow))
 
     @extend_schema(summary="Unfollow: closePositions (default true) closes the copied positions at market")
     def delete(self, request, follow_id: int):
-        close = _body(request, {"closePositions"}).get("closePositions", True)
+        close = json_object(request, {"closePositions"}).get("closePositions", True)
         if not isinstance(close, bool):
             raise BadRequest("closePositions must be true or false")
         return Response(follow_row(services.unfollow(follow=self.follow(request, follow_id), close_positions=close)))

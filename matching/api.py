@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.services import main_account
-from config.api import BadRequest, list_query
+from config.api import BadRequest, json_object, list_query
 from matching import rows, selectors, services
 from matching.models import OPEN_STATUSES, Instrument
 
@@ -18,19 +18,6 @@ ORDER_FIELDS = {  # BitMEX body field -> submit_order argument
 AMEND_FIELDS = {"orderQty": "order_qty", "leavesQty": "leaves_qty", "price": "price", "stopPx": "stop_px",
                 "text": "text"}
 AMEND_KEYS = {"orderID", "origClOrdID", "clOrdID"}  # which order; ccxt repeats its clOrdID as clOrdID
-
-
-def _body(request) -> dict:
-    data = request.data
-    if not hasattr(data, "get"):
-        raise BadRequest("the body must be a JSON object")
-    return data
-
-
-def _check_fields(body: dict, known) -> None:
-    unknown = set(body) - set(known)
-    if unknown:
-        raise BadRequest(f"Unknown field(s): {', '.join(sorted(unknown))}")
 
 
 def _check_strings(body: dict, names) -> None:
@@ -60,8 +47,7 @@ class OrderView(PrivateView):
 
     @extend_schema(summary="Place an order")
     def post(self, request):
-        body = _body(request)
-        _check_fields(body, set(ORDER_FIELDS) | {"displayQty"})
+        body = json_object(request, set(ORDER_FIELDS) | {"displayQty"})
         if body.get("displayQty") not in (None, ""):
             raise BadRequest("displayQty (hidden orders) is not supported")
         if not body.get("symbol"):
@@ -74,8 +60,9 @@ class OrderView(PrivateView):
 
     @extend_schema(summary="Amend an order by orderID or origClOrdID")
     def put(self, request):
-        body = _body(request)
-        _check_fields(body, set(AMEND_FIELDS) | AMEND_KEYS)
+        body = json_object(request, set(AMEND_FIELDS) | AMEND_KEYS | {"pegOffsetValue"})
+        if body.get("pegOffsetValue") is not None:  # what ccxt's edit_order sends for a trailingAmount
+            raise BadRequest("pegOffsetValue cannot be amended: cancel the trailing stop and place a new one")
         _check_strings(body, ("orderID", "origClOrdID", "clOrdID", "text"))
         order = services.find_order(account=self.account(request), order_id=body.get("orderID"),
                                     cl_ord_id=body.get("origClOrdID"))
@@ -87,7 +74,7 @@ class OrderView(PrivateView):
 
     @extend_schema(summary="Cancel orders by orderID and/or clOrdID (lists allowed); returns a list")
     def delete(self, request):
-        body = _body(request)
+        body = json_object(request)
         _check_strings(body, ("text",))
         account = self.account(request)
         orders = [services.find_order(account=account, order_id=i) for i in _as_list(body.get("orderID"))]
@@ -108,7 +95,7 @@ def _cancel_row(order, before) -> dict:
 class OrderAllView(PrivateView):
     @extend_schema(summary="Cancel all your open orders, optionally of one symbol")
     def delete(self, request):
-        body = _body(request)
+        body = json_object(request)
         _check_strings(body, ("symbol", "text"))
         symbol = body.get("symbol") or request.query_params.get("symbol")
         canceled = services.cancel_all_orders(account=self.account(request), symbol=symbol,
@@ -125,7 +112,7 @@ class PositionView(PrivateView):
 class LeverageView(PrivateView):
     @extend_schema(summary="Set a position's leverage (0: cross margin at the maximum)")
     def post(self, request):
-        body = _body(request)
+        body = json_object(request)
         if "symbol" not in body or "leverage" not in body:
             raise BadRequest("symbol and leverage are required")
         cross = body.get("crossMargin")
@@ -137,7 +124,7 @@ class LeverageView(PrivateView):
 class IsolateView(PrivateView):
     @extend_schema(summary="Switch a position between isolated (enabled=true) and cross margin")
     def post(self, request):
-        body = _body(request)
+        body = json_object(request)
         enabled = body.get("enabled")
         if not body.get("symbol") or not isinstance(enabled, bool):
             raise BadRequest("symbol and enabled (true or false) are required")

@@ -29,7 +29,7 @@ from config.heap import freeze_long_lived
 from matching import contracts, streams
 from matching.book import (
     BUY, CR_FOK, CR_POST_ONLY, CR_STP, CR_UNFILLED, CR_USER, EV_AMEND, EV_CANCEL, EV_FILL, EV_REST, FOK, GTC,
-    IOC, SELL, STP_CANCEL_INCOMING, OrderBook, command_flags,
+    IOC, SELL, STP_CANCEL_RESTING, OrderBook, command_flags,
 )
 from matching.models import (
     HELD_STATUSES, Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce,
@@ -68,10 +68,11 @@ CANCEL_TEXT = {
     CR_POST_ONLY: "Canceled: Order had execInst of ParticipateDoNotInitiate",
     CR_STP: "Canceled: self-trade prevention",
 }
-# An order that would trade with its own account's resting order ends there (what is left of it is
-# canceled) and the resting one keeps its place: no wash trade, no fee paid to oneself, and no
-# account setting the last price, which marks every position, by trading with itself.
-SELF_TRADE_PREVENTION = STP_CANCEL_INCOMING
+# An order that meets a resting order of its own account cancels that one and goes on: the newer
+# intention wins (a market maker's new quote replaces its old one, a triggered stop-loss is not cut
+# short by the account's own bid), and there is no wash trade, no fee paid to oneself, and no account
+# setting the last price, which marks every position, by trading with itself.
+SELF_TRADE_PREVENTION = STP_CANCEL_RESTING
 AMENDED_AWAY = "Canceled: amended to no more than its filled quantity, or than its position (ReduceOnly)"
 
 
@@ -644,8 +645,8 @@ class Engine:
                 if order.pk not in batch.new_orders:
                     held_removed.append(order.pk)
             elif order.pk in batch.new_orders:
-                held_added.append((order.pk, order.instrument_id, order.side, order.price, order.leaves_qty,
-                                   order.ord_status))
+                held_added.append((order.pk, order.account_id, order.instrument_id, order.side, order.price,
+                                   order.leaves_qty, order.ord_status))
             else:
                 held_changed.append((order.pk, order.price, order.leaves_qty, order.ord_status))
         return persistence.prepare_write(
@@ -810,16 +811,16 @@ class Engine:
             position = state.position(account_id)
             change = contracts.apply_fill(position.qty, position.entry_value, qty if order.side == BUY_SIDE else -qty,
                                           price, terms, value)
+            realized = change.realized_pnl
+            if realized:  # the position's until it closes (a flip closes it too); the account's for ever
+                position.realized_pnl += realized
+                position.cum_realized_pnl += realized
             if position.qty == 0 or (change.qty and (position.qty > 0) != (change.qty > 0)):
                 position.opened_at = now  # a new position: its realized PnL starts again
                 position.realized_pnl = ZERO
             elif change.qty == 0:
                 position.opened_at = None  # closed: its realized PnL stays until the next one opens
             position.qty, position.entry_value = change.qty, change.entry_value
-            realized = change.realized_pnl
-            if realized:
-                position.realized_pnl += realized
-                position.cum_realized_pnl += realized
             batch.positions[(instrument_pk, account_id)] = position
             fee = contracts.fee_on_value(value, rate, terms)
             exec_id = new_id()
@@ -981,8 +982,8 @@ class Engine:
         batch.orders[order.pk] = order
         leaves = self._amended_leaves(state, order, command)
         if leaves is not None and leaves <= 0:
-            # filled since the amend was asked, up to the size it asks for (or nothing left to reduce)
-            self._cap_margin(state, order, command, batch)
+            # filled since the amend was asked, up to the size it asks for (or nothing left to reduce);
+            # ending it releases all its margin
             order.order_qty = order.cum_qty
             if order.pk in state.conditional:
                 self._close(state, order, batch, OrdStatus.CANCELED, AMENDED_AWAY)
@@ -1011,13 +1012,11 @@ class Engine:
         self._after_trades(state, batch)
 
     def _amended_leaves(self, state: SymbolState, order: LiveOrder, command: Command) -> int | None:
-        """The quantity an amend leaves, as the order stands now: an orderQty is the order's total, so
-        what filled after the amend was asked counts against it; a reduce-only order never grows
-        beyond the position it may still reduce. None: the size is not amended."""
-        if command.new_order_qty is not None:
-            leaves = command.new_order_qty - order.cum_qty
-        else:
-            leaves = command.new_leaves_qty
+        """The quantity an amend leaves, as the order stands now. The amend names the order's total
+        (an orderQty, or a leavesQty on top of what had filled when it was asked), so what filled
+        since counts against it: the margin reserved for it covers no more. A reduce-only order
+        never grows beyond the position it may still reduce. None: the size is not amended."""
+        leaves = None if command.new_order_qty is None else command.new_order_qty - order.cum_qty
         if leaves is not None and order.reduce_only and order.pk not in state.conditional:  # those fit when triggered
             leaves = min(leaves, self._reducible(state, order))
         return leaves

@@ -174,16 +174,22 @@ class HeldOrder(models.Model):
     """An order the engine holds: resting in a book (New, PartiallyFilled) or waiting for its
     trigger (Untriggered). The engine adds, changes and removes rows in the batch that changes the
     order; a restart rebuilds the books from them. The row repeats what the public order book
-    needs (side, price, size, status), so that the book is read from this small table alone;
-    check_ledger verifies that it agrees with the order."""
+    needs (side, price, size, status), so that the book is read from this small table alone, and
+    its account, so that an account's open orders are found without walking every order it ever
+    placed (the margin of a new order counts them); check_ledger verifies that it agrees with the order."""
 
     order = models.OneToOneField(Order, primary_key=True, on_delete=models.DO_NOTHING, db_constraint=False,
                                  related_name="held")
+    account = models.ForeignKey(Account, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                                related_name="+")  # indexed with the instrument, below
     instrument = models.ForeignKey(Instrument, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
     side = models.CharField(max_length=4, choices=Side.choices)
     price = models.DecimalField(**PRICE, null=True, blank=True)
     leaves_qty = models.BigIntegerField()
     ord_status = models.CharField(max_length=16, choices=OrdStatus.choices)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "instrument"], name="held_order_by_account")]
 
 
 HELD_STATUSES = (OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED, OrdStatus.UNTRIGGERED)

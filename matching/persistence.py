@@ -316,8 +316,8 @@ def _open_order_changes(changes: OpenOrderChanges) -> list[tuple[str, list]]:
     return statements
 
 
-HELD_ORDER_COLUMNS = [("order_id", "bigint"), ("instrument_id", "bigint"), ("side", "text"), ("price", "numeric"),
-                      ("leaves_qty", "bigint"), ("ord_status", "text")]
+HELD_ORDER_COLUMNS = [("order_id", "bigint"), ("account_id", "bigint"), ("instrument_id", "bigint"), ("side", "text"),
+                      ("price", "numeric"), ("leaves_qty", "bigint"), ("ord_status", "text")]
 HELD_ORDER_CHANGES = [("order_id", "bigint"), ("price", "numeric"), ("leaves_qty", "bigint"), ("ord_status", "text")]
 COMMAND_WRITE = [("id", "bigint"), ("status", "text"), ("reason", "text")]
 PRICE_WRITE = [("id", "bigint"), ("last_price", "numeric"), ("mark_price", "numeric"), ("bid_price", "numeric"),

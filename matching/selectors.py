@@ -81,27 +81,43 @@ def _unrealized(rows, marks: dict) -> dict[int, Decimal]:
     return totals
 
 
-def position_left_to_reduce(*, account_id: int, instrument_id: int, side: str, excluding: int | None = None) -> int:
-    """The account's position as an order on `side` may reduce it: less what its other open orders
-    on that side (excluding one being amended) would reduce first. Read in one statement, so the
-    position and the orders are of the same moment (the engine commits both together)."""
-    (position_qty, same_side), = fetch_all(
-        "SELECT COALESCE((SELECT current_qty FROM matching_position WHERE account_id = %s AND instrument_id = %s), 0), "
-        "COALESCE((SELECT sum(leaves_qty) FROM matching_order WHERE account_id = %s AND instrument_id = %s "
-        "AND side = %s AND ord_status = ANY(%s::text[]) AND id <> %s), 0)",
-        [account_id, instrument_id, account_id, instrument_id, side, array_text(OPEN_STATUSES, "text"),
-         excluding or 0])
+class MarginPosition(NamedTuple):
+    qty: int  # the position as an order on one side may reduce it (position_for_margin)
+    leverage: Decimal
+
+
+def position_for_margin(*, account_id: int, instrument_id: int, side: str, excluding: int | None = None
+                        ) -> MarginPosition:
+    """The account's position and leverage as a new (or amended) order's margin sees them: the
+    position less what the account's other open orders on that side would reduce first, so that
+    two orders never both count the same position as theirs to reduce. One statement reads them
+    all, at one moment (the engine commits a batch's positions and orders together); its open
+    orders come from HeldOrder and PendingOrder, by account, never from its whole history."""
+    (position_qty, leverage, same_side), = fetch_all(
+        "SELECT p.current_qty, p.leverage, "
+        "COALESCE((SELECT sum(h.leaves_qty) FROM matching_heldorder h WHERE h.account_id = p.account_id "
+        "  AND h.instrument_id = p.instrument_id AND h.side = %s AND h.order_id <> %s), 0)::bigint "
+        "+ COALESCE((SELECT sum(o.leaves_qty) FROM matching_pendingorder q JOIN matching_order o ON o.id = q.order_id "
+        "  WHERE o.account_id = p.account_id AND o.instrument_id = p.instrument_id AND o.side = %s AND o.id <> %s), 0)::bigint "
+        "FROM matching_position p WHERE p.account_id = %s AND p.instrument_id = %s",
+        [side, excluding or 0, side, excluding or 0, account_id, instrument_id])
     if side == Side.SELL and position_qty > 0:
-        return max(position_qty - same_side, 0)
-    if side == Side.BUY and position_qty < 0:
-        return min(position_qty + same_side, 0)
-    return position_qty
+        position_qty = max(position_qty - same_side, 0)
+    elif side == Side.BUY and position_qty < 0:
+        position_qty = min(position_qty + same_side, 0)
+    return MarginPosition(int(position_qty), leverage)
 
 
 def has_margined_open_orders(*, account_id: int, instrument_id: int) -> bool:
-    """Whether the account has open orders on the instrument that hold margin (not reduce-only)."""
-    return (Order.objects.filter(account_id=account_id, instrument_id=instrument_id, ord_status__in=OPEN_STATUSES)
-            .exclude(exec_inst__contains="ReduceOnly").exclude(exec_inst__contains="Close").exists())
+    """Whether the account has open orders on the instrument that hold margin (through HeldOrder and
+    PendingOrder, by account: never a walk through its whole history)."""
+    (found,), = fetch_all(
+        "SELECT EXISTS (SELECT 1 FROM matching_order o WHERE o.margin_reserved > 0 AND o.id IN ("
+        "  SELECT order_id FROM matching_heldorder WHERE account_id = %s AND instrument_id = %s "
+        "  UNION ALL SELECT q.order_id FROM matching_pendingorder q JOIN matching_order p ON p.id = q.order_id "
+        "  WHERE p.account_id = %s AND p.instrument_id = %s))",
+        [account_id, instrument_id, account_id, instrument_id])
+    return found
 
 
 def account_unrealized_pnl(*, account_id: int, asset_code: str) -> Decimal:
@@ -217,8 +233,9 @@ def open_order_problems() -> list[str]:
          WHERE (o.ord_status = 'PendingNew'
                 AND NOT EXISTS (SELECT 1 FROM matching_pendingorder p WHERE p.order_id = o.id))
             OR (o.ord_status = ANY(%s::text[])
-                AND (h.order_id IS NULL OR (h.instrument_id, h.side, h.leaves_qty, h.ord_status)
-                     <> (o.instrument_id, o.side, o.leaves_qty, o.ord_status) OR h.price IS DISTINCT FROM o.price))
+                AND (h.order_id IS NULL OR (h.account_id, h.instrument_id, h.side, h.leaves_qty, h.ord_status)
+                     <> (o.account_id, o.instrument_id, o.side, o.leaves_qty, o.ord_status)
+                     OR h.price IS DISTINCT FROM o.price))
          ORDER BY o.id LIMIT 100"""
     with connection.cursor() as cursor:
         cursor.execute(sql, [array_text(HELD_STATUSES, "text")])

@@ -90,7 +90,10 @@ def side_and_qty(side, order_qty):
     its size. A side given with a negative quantity stays an invalid quantity."""
     if side not in (None, ""):
         return side, order_qty
-    qty = _decimal(order_qty, "orderQty") if not isinstance(order_qty, (list, dict)) else None
+    try:
+        qty = _decimal(order_qty, "orderQty") if not isinstance(order_qty, (list, dict)) else None
+    except OrderRejected:
+        raise OrderRejected("orderQty is invalid") from None
     if qty is None:
         raise OrderRejected("Invalid side: must be Buy or Sell")
     return (Side.SELL, -qty) if qty < 0 else (Side.BUY, qty)
@@ -228,27 +231,22 @@ def market_protection_price(instrument: Instrument, side: str, reference: Decima
     return max(ticks, 1) * instrument.tick_size
 
 
-def margin_price(request: OrderRequest) -> Decimal:
+def margin_price(instrument: Instrument, side: str, *, price: Decimal | None, stop_px: Decimal | None) -> Decimal:
     """The price margin is reserved at: of the prices the order may fill at, the one that makes its
-    position worth the most (limit_margin_price)."""
-    if request.price is not None:
-        limit = request.price
-    elif request.stop_px is not None:
-        limit = market_protection_price(request.instrument, request.side, request.stop_px)
+    position worth the most. It fills at its limit (a market order's: its protection price) or
+    better, at the best opposite price it crosses: the book's now, or about its trigger price for a
+    conditional order. A linear position is worth more the higher it was filled (a sell may fill
+    above its limit, at the bid); an inverse one the lower (a buy may fill below its limit, at the ask)."""
+    if price is not None:
+        limit = price
     else:
-        limit = market_protection_price(request.instrument, request.side)
-    return limit_margin_price(request.instrument, request.side, limit)
-
-
-def limit_margin_price(instrument: Instrument, side: str, limit: Decimal) -> Decimal:
-    """An order fills at its limit or better, and crossing the book at the best opposite price. A
-    linear position is worth more the higher it was filled: a sell may fill above its limit, at
-    the bid. An inverse one is worth more the lower: a buy may fill below its limit, at the ask."""
-    if instrument.is_inverse:
-        if side == Side.BUY and instrument.ask_price is not None:
-            return min(limit, instrument.ask_price)
-    elif side == Side.SELL and instrument.bid_price is not None:
-        return max(limit, instrument.bid_price)
+        limit = market_protection_price(instrument, side, stop_px)
+    crossing = stop_px if stop_px is not None else instrument.ask_price if side == Side.BUY else instrument.bid_price
+    if crossing is not None:
+        if instrument.is_inverse and side == Side.BUY:
+            return min(limit, crossing)
+        if not instrument.is_inverse and side == Side.SELL:
+            return max(limit, crossing)
     return limit
 
 
@@ -337,14 +335,15 @@ def _store_order(account: Account, request: OrderRequest, cl_ord_id: str, text: 
     if request.ord_type == OrdType.MARKET:
         protect = market_protection_price(instrument, request.side)
     if not request.reduce_only:
-        position = position_for(account, instrument)
-        # locked first: the account's other orders, which may reduce the same position, are then all stored
+        position_for(account, instrument)  # created if missing, before any lock (the engine inserts positions too)
+        # locked first: every other margin-holding order of the account, and a leverage change, is then
+        # committed (or waits for this one), so the read below sees them all
         balance = lock_balances([(account.pk, instrument.settle_asset_id)])[(account.pk, instrument.settle_asset_id)]
+        position = selectors.position_for_margin(account_id=account.pk, instrument_id=instrument.pk, side=request.side)
         reserved = order_margin(instrument=instrument, side=request.side, qty=request.order_qty,
-                                price=limit_margin_price(instrument, request.side, protect) if protect
-                                else margin_price(request), leverage=position.leverage,
-                                position_qty=selectors.position_left_to_reduce(
-                                    account_id=account.pk, instrument_id=instrument.pk, side=request.side))
+                                price=margin_price(instrument, request.side, price=request.price,
+                                                   stop_px=request.stop_px),
+                                leverage=position.leverage, position_qty=position.qty)
         _reserve(balance, reserved)
     order = Order.objects.create(
         account=account, instrument=instrument, cl_ord_id=cl_ord_id, side=request.side,
@@ -393,7 +392,7 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
         # that held its order while it waited for its balance deadlocked with the engine's write.
         balance = None
         if needs_margin:
-            position = position_for(account, instrument)
+            position_for(account, instrument)  # created if missing, before any lock
             key = (account.pk, instrument.settle_asset_id)
             balance = lock_balances([key])[key]
         # the order's row only: locking its instrument too would wait for, and deadlock with, the
@@ -423,15 +422,13 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
             raise OrderRejected("Nothing to amend: give price, stopPx, orderQty or leavesQty")
         delta, new_margin = Decimal(0), None
         if needs_margin:
-            trigger = new_stop or order.stop_px
-            reference = limit_margin_price(instrument, order.side, new_price or order.price or (
-                market_protection_price(instrument, order.side, trigger) if trigger else order.protect_price))
+            position = selectors.position_for_margin(account_id=account.pk, instrument_id=instrument.pk,
+                                                     side=order.side, excluding=order.pk)
             new_margin = order_margin(instrument=instrument, side=order.side,
                                       qty=new_leaves if new_leaves is not None else order.leaves_qty,
-                                      price=reference, leverage=position.leverage,
-                                      position_qty=selectors.position_left_to_reduce(
-                                          account_id=account.pk, instrument_id=instrument.pk, side=order.side,
-                                          excluding=order.pk))
+                                      price=margin_price(instrument, order.side, price=new_price or order.price,
+                                                         stop_px=new_stop or order.stop_px),
+                                      leverage=position.leverage, position_qty=position.qty)
             delta = max(new_margin - order.margin_reserved, Decimal(0))
             _reserve(balance, delta)
         command = OrderCommand.objects.create(order=order, kind=OrderCommand.Kind.AMEND, new_price=new_price,
@@ -487,6 +484,10 @@ def set_leverage(*, account: Account, symbol: str, leverage, cross_margin: bool 
     if value < Decimal("0.01"):
         raise OrderRejected("Invalid leverage: must be between 0.01 and " f"{instrument.max_leverage}")
     value = value.quantize(Decimal("0.01"))
+    key = (account.pk, instrument.settle_asset_id)
+    # locked after the position, as the engine does; an order being stored holds it until it commits,
+    # so the check below sees every order whose margin was reserved at the leverage of before
+    balance = lock_balances([key])[key]
     if value < position.leverage and selectors.has_margined_open_orders(account_id=account.pk,
                                                                         instrument_id=instrument.pk):
         # their margin was reserved at the higher leverage and would not cover their fills
@@ -498,8 +499,6 @@ def set_leverage(*, account: Account, symbol: str, leverage, cross_margin: bool 
         terms = instrument.terms
         entry = contracts.avg_entry_price(position.current_qty, position.entry_value, terms)
         new_margin = contracts.initial_margin(position.current_qty, entry, position.leverage, terms)
-        key = (account.pk, instrument.settle_asset_id)
-        balance = lock_balances([key])[key]
         extra = new_margin - position.margin
         if extra > 0 and extra > available_balance(balance):
             raise InsufficientBalance(f"{extra} {instrument.settle_asset_id} more margin needed")
@@ -589,7 +588,8 @@ def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder],
             margin = Decimal(0)
             if not reduce_only:
                 margin = order_margin(instrument=instrument, side=request.side, qty=request.order_qty,
-                                      price=limit_margin_price(instrument, request.side, request.price or protect),
+                                      price=margin_price(instrument, request.side, price=request.price,
+                                                         stop_px=request.stop_px),
                                       leverage=leverages.get(request.account_id, default_leverage),
                                       position_qty=positions.get(request.account_id, 0))
                 amount, order_m, position_m = balances[request.account_id]

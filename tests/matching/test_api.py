@@ -306,7 +306,8 @@ def test_an_amend_takes_only_its_own_fields_and_keeps_the_clordid(engine, api):
     settle(engine)
     for body, message in (({"orderID": order["orderID"], "price": 49500, "side": "Sell"}, "Unknown field(s): side"),
                           ({"orderID": order["orderID"], "price": 49500, "text": 5}, "text must be a string"),
-                          ({"origClOrdID": "keep", "clOrdID": "other", "price": 49500}, "clOrdID cannot be changed")):
+                          ({"origClOrdID": "keep", "clOrdID": "other", "price": 49500}, "clOrdID cannot be changed"),
+                          ({"orderID": order["orderID"], "pegOffsetValue": -100}, "pegOffsetValue cannot be amended")):
         response = client.put("/api/v1/order", json.dumps(body), content_type="application/json")
         assert response.status_code == 400 and message in response.json()["error"]["message"]
     # ccxt's edit_order with a clientOrderId sends it as origClOrdID and clOrdID both

@@ -852,7 +852,8 @@ def test_a_reduce_only_order_amended_larger_across_the_book_never_flips_the_posi
     assert (fresh(take_profit).ord_status, take_profit.cum_qty) == (OrdStatus.FILLED, 1_000_000)
 
 
-def test_orders_reducing_the_same_position_share_it_so_the_excess_holds_margin(engine, make_trader):
+@pytest.mark.parametrize("first_resting", [False, True])  # the first still PendingNew, or held in the book
+def test_orders_reducing_the_same_position_share_it_so_the_excess_holds_margin(engine, make_trader, first_resting):
     market_maker, trader = make_trader(usdt="10000000"), make_trader(usdt="5200")
     submit(market_maker, side="Sell", order_qty=1_000_000, price="50000")
     settle(engine)
@@ -860,6 +861,8 @@ def test_orders_reducing_the_same_position_share_it_so_the_excess_holds_margin(e
     settle(engine)
     first = submit(trader, side="Sell", order_qty=1_000_000, price="51000")
     assert first.margin_reserved == D("38.25")  # the fee alone: it only closes the long
+    if first_resting:
+        settle(engine)
     with pytest.raises(InsufficientBalance):  # the long is taken: this one would open a short
         submit(trader, side="Sell", order_qty=1_000_000, price="51000")
     settle(engine)
@@ -908,15 +911,17 @@ def test_an_isolated_positions_loss_beyond_its_margin_is_never_available(engine,
     assert available(trader) == D("10000") - D("37.5") - D("500") - D("6000")
 
 
-def test_an_account_never_trades_with_itself(engine, make_trader):
-    trader = make_trader()
-    ask = submit(trader, side="Sell", order_qty=1_000_000, price="50000")
+def test_an_account_never_trades_with_itself_its_newer_order_replaces_the_resting_one(engine, make_trader):
+    trader, other = make_trader(), make_trader()
+    own_ask = submit(trader, side="Sell", order_qty=1_000_000, price="50000")
+    other_ask = submit(other, side="Sell", order_qty=1_000_000, price="50500")
     settle(engine)
-    bid = submit(trader, side="Buy", order_qty=1_000_000, price="50000")
+    bid = submit(trader, side="Buy", order_qty=2_000_000, price="50500")
     settle(engine)
-    assert (fresh(ask).ord_status, fresh(bid).ord_status) == (OrdStatus.NEW, OrdStatus.CANCELED)
-    assert bid.text == "Canceled: self-trade prevention" and not Execution.objects.filter(order__account=trader)
-    assert balance(trader).amount == D("100000")
+    assert (fresh(own_ask).ord_status, own_ask.text) == (OrdStatus.CANCELED, "Canceled: self-trade prevention")
+    assert (fresh(bid).ord_status, bid.cum_qty, bid.avg_px) == (OrdStatus.PARTIALLY_FILLED, 1_000_000, D(50500))
+    assert fresh(other_ask).ord_status == OrdStatus.FILLED
+    assert not Execution.objects.filter(order=own_ask).exists()
 
 
 def test_a_positions_realized_pnl_adds_up_its_closes_until_a_new_one_opens(engine, make_trader):
@@ -937,3 +942,15 @@ def test_a_positions_realized_pnl_adds_up_its_closes_until_a_new_one_opens(engin
     submit(long_, side="Buy", order_qty=1_000_000, price="52000")
     settle(engine)
     assert (position(long_).realized_pnl, position(long_).cum_realized_pnl) == (0, D(3000))
+
+
+def test_a_conditional_order_holds_margin_at_its_trigger_not_at_todays_book(engine, make_trader):
+    market_maker, trader = make_trader(usdt="10000000"), make_trader()
+    submit(market_maker, side="Buy", order_qty=1_000_000, price="50000")  # the bid
+    settle(engine)
+    stop = submit(trader, side="Sell", order_qty=1_000_000, ord_type="Stop", stop_px="45000")
+    instrument = stop.instrument
+    at_trigger = services.order_margin(instrument=instrument, side="Sell", qty=1_000_000, price=D(45000),
+                                       leverage=position(trader).leverage, position_qty=0)
+    assert stop.margin_reserved == at_trigger  # not at the 50,000 bid it cannot sell into once triggered
+    settle(engine)
