@@ -48,7 +48,8 @@ class JSONParser(parsers.JSONParser):
 def exception_handler(exc, context):
     """Every error as {"error": {"message", "name"}}, the body BitMEX clients parse. A ValueError is a
     400, and so is a value PostgreSQL refuses (a NUL character in a text, a number beyond its column):
-    the request's transaction rolled back, so nothing of it was written."""
+    the refused statement wrote nothing, and the service's transaction around it rolled back. It is
+    logged, as a value the API's own checks should have refused first."""
     if isinstance(exc, ValueError):
         return Response(error_body(str(exc) or "Bad Request"), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, DataError):

@@ -303,8 +303,12 @@ def test_open_orders_are_listed_apart_pending_then_held_until_they_end(engine, m
     assert open_order_problems() == [f"order {stop.pk} is Untriggered but its held row says otherwise"]
     HeldOrder.objects.filter(order=stop).delete()
     assert open_order_problems() == [f"order {stop.pk} is Untriggered but not listed as held"]
-    HeldOrder.objects.create(order=stop, instrument_id=stop.instrument_id, side="Buy", leaves_qty=1_000_000,
-                             ord_status="Untriggered")
+    HeldOrder.objects.create(order=stop, account_id=stopper.pk, instrument_id=stop.instrument_id, side="Buy",
+                             leaves_qty=1_000_000, ord_status="Untriggered")
+    assert open_order_problems() == []
+    HeldOrder.objects.filter(order=stop).update(account_id=maker.pk)  # the account finds its open orders by it
+    assert open_order_problems() == [f"order {stop.pk} is Untriggered but its held row says otherwise"]
+    HeldOrder.objects.filter(order=stop).update(account_id=stopper.pk)
     assert open_order_problems() == []
 
 
