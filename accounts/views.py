@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 from accounts import selectors as account_selectors
 from accounts import services
 from accounts.models import Asset
+from config.decimals import plain
 from matching import selectors
 
 
@@ -46,8 +47,7 @@ def faucet(request: HttpRequest) -> HttpResponse:
     else:
         try:
             movement = services.faucet_deposit(account=services.main_account(request.user), asset=asset)
-            # fixed-point: 100000, not the 1E+5 normalize() alone would show
-            messages.success(request, f"{movement.amount.normalize():f} {asset.code} added to your wallet.")
+            messages.success(request, f"{plain(movement.amount)} {asset.code} added to your wallet.")
         except ValueError as error:
             messages.error(request, str(error))
     return redirect("account")

@@ -7,6 +7,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from accounts.models import LedgerEntry
+from config.decimals import plain
 from config.rawsql import array_text, fetch_all
 from copytrade import calculations
 from copytrade.models import CopiedOrder, Follow, Leader, LeaderDay, LeaderStats, ProfitShareSettlement
@@ -134,5 +135,5 @@ def copy_outcome(copied: CopiedOrder) -> str:
         return copied.reason
     if order.ord_status == "Canceled" and order.cum_qty < order.order_qty and not copied.reduce_only:
         return (f"slippage exceeded: {order.cum_qty} of {order.order_qty} filled within "
-                f"{format(order.price.normalize(), 'f')}")
+                f"{plain(order.price)}")
     return ""

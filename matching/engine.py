@@ -95,8 +95,7 @@ class Command:
     order_status: str
     new_price: Decimal | None
     new_stop_px: Decimal | None
-    new_order_qty: int | None  # an amend of orderQty: the order's total, whatever has filled since
-    new_leaves_qty: int | None
+    new_order_qty: int | None  # an amend's size: the order's total, whatever has filled since
     margin_delta: Decimal
     new_margin: Decimal | None
     text: str

@@ -524,12 +524,12 @@ def stored_pending_orders_sql(older: bool) -> str:
 
 def pending_commands(pks: list[int], instrument_pks: list[int]) -> list[tuple]:
     """(pk, kind, order, instrument, account, order status, new price, new stop price, new order qty,
-    new leaves qty, margin delta, new margin, text) of those commands still pending on these instruments."""
+    margin delta, new margin, text) of those commands still pending on these instruments."""
     if not pks:
         return []
     with raw_cursor() as cursor:
         cursor.execute("SELECT c.status, c.id, c.kind, c.order_id, o.instrument_id, o.account_id, o.ord_status, c.new_price, "
-                       "c.new_stop_px, c.new_order_qty, c.new_leaves_qty, c.margin_delta, c.new_margin, c.text "
+                       "c.new_stop_px, c.new_order_qty, c.margin_delta, c.new_margin, c.text "
                        "FROM matching_ordercommand c JOIN matching_order o ON o.id = c.order_id "
                        "WHERE c.id = ANY(%s::bigint[])", [array_text(pks)], binary=True, prepare=False)
         instruments = set(instrument_pks)

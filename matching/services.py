@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts.models import Account, Balance
 from accounts.services import InsufficientBalance, lock_balances
 from accounts.selectors import available_balance
+from config.decimals import plain
 from matching import contracts, persistence, selectors, streams
 from matching.ids import time_ordered_uuid_text
 from matching.models import (
@@ -80,18 +81,13 @@ def _decimal(value, field: str) -> Decimal | None:
     return number
 
 
-def plain(number: Decimal) -> str:
-    """A decimal as people write it: 0.5, 100, never 0.5000000000 or 1E+2."""
-    return f"{number.normalize():f}"
-
-
 def side_and_qty(side, order_qty):
     """BitMEX's default side: Buy, unless orderQty is negative (a signed quantity), which is a Sell of
     its size. A side given with a negative quantity stays an invalid quantity."""
     if side not in (None, ""):
         return side, order_qty
     try:
-        qty = _decimal(order_qty, "orderQty") if not isinstance(order_qty, (list, dict)) else None
+        qty = _decimal(order_qty, "orderQty")
     except OrderRejected:
         raise OrderRejected("orderQty is invalid") from None
     if qty is None:

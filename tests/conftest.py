@@ -70,6 +70,26 @@ def settle(engine) -> None:
         pass
 
 
+def connections_waiting_for_a_lock(count: int) -> bool:
+    """Whether `count` connections are waiting for a lock, within 10 s: the moment a race test's
+    competitors are both blocked on the row it holds."""
+    import time
+
+    from django.db import connection
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            # a transaction sees pg_stat_activity as it first read it, unless told to read it again
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute("SELECT count(*) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND wait_event_type = 'Lock'")
+            if cursor.fetchone()[0] >= count:
+                return True
+        time.sleep(0.02)
+    return False
+
+
 @pytest.fixture
 def make_trader(db, books_balance):
     """make_trader(usdt="100000", xbt="1") -> a new user's main account, funded through the faucet."""

@@ -3,6 +3,8 @@ from decimal import Decimal
 
 from django import template
 
+from config.decimals import plain as plain_decimal
+
 register = template.Library()
 
 
@@ -13,4 +15,4 @@ def plain(value):
         return ""
     if not isinstance(value, Decimal):
         return value
-    return format(value.normalize(), "f")
+    return plain_decimal(value)

@@ -1,5 +1,4 @@
 import threading
-import time
 import uuid
 from decimal import Decimal as D
 
@@ -13,6 +12,7 @@ from accounts import services
 from accounts.models import Account, Balance, CashMovement, LedgerEntry, SystemAccount
 from accounts.selectors import ledger_problems
 from accounts.services import InsufficientBalance, RequestIdReused
+from tests.conftest import connections_waiting_for_a_lock
 
 
 def balance(account, asset="USDT"):
@@ -90,20 +90,6 @@ def test_two_deposits_with_one_request_id_at_once_credit_once(make_trader):
         t.join()
     assert [m.pk for m in movements] == [movements[0].pk] * 2
     assert balance(account) == D(110) and CashMovement.objects.filter(request_id=request_id).count() == 1
-
-
-def connections_waiting_for_a_lock(count: int) -> bool:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            # a transaction sees pg_stat_activity as it first read it, unless told to read it again
-            cursor.execute("SELECT pg_stat_clear_snapshot()")
-            cursor.execute("SELECT count(*) FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND wait_event_type = 'Lock'")
-            if cursor.fetchone()[0] >= count:
-                return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.mark.django_db

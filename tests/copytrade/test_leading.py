@@ -1,29 +1,15 @@
 """Applications to lead that arrive at the same moment: the unique indexes decide, and the one that
 loses is told why, as it would be had it come second."""
 import threading
-import time
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 
 from accounts.models import Account
 from copytrade import services
 from copytrade.models import Leader, LeaderStats
 from copytrade.services import CopyRejected
-
-
-def connections_waiting_for_a_lock(count: int) -> bool:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            # a transaction sees pg_stat_activity as it first read it, unless told to read it again
-            cursor.execute("SELECT pg_stat_clear_snapshot()")
-            cursor.execute("SELECT count(*) FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND wait_event_type = 'Lock'")
-            if cursor.fetchone()[0] >= count:
-                return True
-        time.sleep(0.02)
-    return False
+from tests.conftest import connections_waiting_for_a_lock
 
 
 @pytest.mark.django_db(transaction=True)

@@ -6,6 +6,7 @@ from decimal import Decimal as D
 import pytest
 
 from accounts.models import Balance, LedgerEntry
+from accounts.selectors import available_balance
 from accounts.services import InsufficientBalance
 from matching import services
 from matching.models import Execution, Order, OrdStatus, Position
@@ -814,7 +815,6 @@ def test_an_amend_takes_its_balance_before_its_order_as_the_engine_does(engine, 
 
 
 def available(account, asset="USDT"):
-    from accounts.selectors import available_balance
     return available_balance(balance(account, asset))
 
 
