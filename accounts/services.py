@@ -151,6 +151,10 @@ def _move_cash(kind: str, account: Account, asset: Asset | str, amount, request_
         with transaction.atomic():  # a savepoint: losing the race below undoes only this movement
             external = system_account(SystemAccount.EXTERNAL)
             balances = lock_balances([(account.pk, asset.code), (external.pk, asset.code)])
+            if CashMovement.objects.filter(request_id=request_id).exists():
+                # its first try committed while this one waited for the lock: answered below, not
+                # refused for want of the money that try already took
+                raise IntegrityError("request_id already used")
             if check_available:
                 _debit_available(balances, account, asset, amount)
             signed = amount if kind == CashMovement.Kind.DEPOSIT else -amount

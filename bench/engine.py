@@ -135,7 +135,7 @@ def prepare(steps, accounts, instrument, pks: list) -> list[tuple[str, int]]:
             tif = TimeInForce.GOOD_TILL_CANCEL if is_limit and step[5] == GTC else TimeInForce.IMMEDIATE_OR_CANCEL
             rows.append([time_ordered_uuid_text(), accounts[step[1]].pk, instrument.pk, "", side,
                          OrdType.LIMIT if is_limit else OrdType.MARKET, tif, "", price, None, protect, qty, qty,
-                         Decimal(0), "", stamp, stamp])
+                         Decimal(0), 0, "", stamp, stamp])
             kinds.append(None)
         else:
             kinds.append(step)

@@ -16,7 +16,7 @@ ORDER_FIELDS = {  # BitMEX body field -> submit_order argument
     "pegPriceType": "peg_price_type", "pegOffsetValue": "peg_offset_value", "text": "text",
 }
 AMEND_FIELDS = {"orderQty": "order_qty", "leavesQty": "leaves_qty", "price": "price", "stopPx": "stop_px",
-                "text": "text"}
+                "pegOffsetValue": "peg_offset_value", "text": "text"}
 AMEND_KEYS = {"orderID", "origClOrdID", "clOrdID"}  # which order; ccxt repeats its clOrdID as clOrdID
 
 
@@ -60,9 +60,7 @@ class OrderView(PrivateView):
 
     @extend_schema(summary="Amend an order by orderID or origClOrdID")
     def put(self, request):
-        body = json_object(request, set(AMEND_FIELDS) | AMEND_KEYS | {"pegOffsetValue"})
-        if body.get("pegOffsetValue") is not None:  # what ccxt's edit_order sends for a trailingAmount
-            raise BadRequest("pegOffsetValue cannot be amended: cancel the trailing stop and place a new one")
+        body = json_object(request, set(AMEND_FIELDS) | AMEND_KEYS)
         _check_strings(body, ("orderID", "origClOrdID", "clOrdID", "text"))
         order = services.find_order(account=self.account(request), order_id=body.get("orderID"),
                                     cl_ord_id=body.get("origClOrdID"))

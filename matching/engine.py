@@ -32,7 +32,7 @@ from matching.book import (
     IOC, SELL, STP_CANCEL_RESTING, OrderBook, command_flags,
 )
 from matching.models import (
-    HELD_STATUSES, Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce,
+    HELD_STATUSES, Execution, Instrument, Order, OrderCommand, OrdStatus, OrdType, Side, TimeInForce, triggers_rising,
 )
 from matching import persistence, selectors
 from matching.ids import time_ordered_uuid_texts
@@ -74,12 +74,15 @@ CANCEL_TEXT = {
 # setting the last price, which marks every position, by trading with itself.
 SELF_TRADE_PREVENTION = STP_CANCEL_RESTING
 AMENDED_AWAY = "Canceled: amended to no more than its filled quantity, or than its position (ReduceOnly)"
+# An order's part that only reduced the position holds no margin (docs/ENGINE.md, "Positions and margin")
+UNMARGINED_CUT = "Quantity cut: the position it would have reduced is smaller now, and it holds no margin to open one"
+UNMARGINED_GONE = "Canceled: the position it would have reduced is gone, and it holds no margin to open one"
 
 
 LIVE_ORDER_FIELDS = (
     "pk", "account_id", "side", "ord_type", "time_in_force", "exec_inst", "price", "stop_px", "protect_price",
     "peg_offset_value", "order_qty", "leaves_qty", "cum_qty", "cum_notional", "ord_status", "triggered",
-    "margin_reserved", "priority", "text", "ord_rej_reason", "working_indicator", "instrument_id",
+    "margin_reserved", "priority", "text", "ord_rej_reason", "working_indicator", "instrument_id", "unmargined_qty",
 )
 
 
@@ -98,6 +101,8 @@ class Command:
     new_order_qty: int | None  # an amend's size: the order's total, whatever has filled since
     margin_delta: Decimal
     new_margin: Decimal | None
+    new_unmargined_qty: int | None  # with new_margin: the part of the order it does not cover
+    new_peg_offset_value: Decimal | None
     text: str
 
 
@@ -127,6 +132,7 @@ class LiveOrder:
     ord_rej_reason: str = ""
     working: bool = False
     instrument_id: int = 0
+    unmargined_qty: int = 0  # the part of leaves_qty that only reduces the position: it holds no margin
 
     @classmethod
     def load(cls, orders) -> list["LiveOrder"]:
@@ -215,7 +221,10 @@ class SymbolState:
         self.book = OrderBook()
         self.orders: dict[int, LiveOrder] = {}  # resting in the book
         self.conditional: dict[int, LiveOrder] = {}  # waiting for their trigger
-        self.reduce_only: set[int] = set()  # pks of resting reduce-only orders, checked after every trade
+        # account -> its resting orders that lean on its position: reduce-only ones, and those with an
+        # unmargined part; checked when the account's position moves (Engine._enforce_position_cover)
+        self.leaning: dict[int, set[int]] = {}
+        self.moved: set[int] = set()  # accounts to check: their position moved, or an order leans on it anew
         self.positions: dict[int, LivePosition] = {}
         self.last_price: Decimal | None = instrument.last_price
         self.triggers_checked_at = object()  # the last price every conditional order was checked against
@@ -234,11 +243,25 @@ class SymbolState:
     def lots(self, qty: int) -> int:
         return qty // self.terms.lot_size
 
-    def reduce_only_orders(self) -> list[LiveOrder]:
-        if not self.reduce_only:  # checked after every order: the intersection below walks the whole book
+    def lean(self, order: LiveOrder) -> None:
+        """A resting order that relies on its account's position to reduce it."""
+        if order.reduce_only or order.unmargined_qty:
+            self.leaning.setdefault(order.account_id, set()).add(order.pk)
+            self.moved.add(order.account_id)
+
+    def leaning_orders(self, account_id: int) -> list[LiveOrder]:
+        """The account's resting orders that lean on its position."""
+        pks = self.leaning.get(account_id)
+        if not pks:
             return []
-        self.reduce_only &= self.orders.keys()  # forget the ones that left the book
-        return [self.orders[pk] for pk in self.reduce_only]
+        pks.intersection_update(self.orders.keys())  # forget the ones that left the book
+        if not pks:
+            del self.leaning[account_id]
+        return [self.orders[pk] for pk in pks]
+
+    def reducible(self, order: LiveOrder) -> int:
+        """What the position lets an order on its side reduce (negative: nothing, it is on that side)."""
+        return -order.sign * self.position(order.account_id).qty
 
     def position(self, account_id: int) -> LivePosition:
         position = self.positions.get(account_id)
@@ -271,6 +294,32 @@ def prepare_statements_on_the_server() -> None:
     return needs the engine restarted, as it would anyway."""
     connections["default"].settings_dict.setdefault("OPTIONS", {}).setdefault("prepare_threshold", PREPARE_THRESHOLD)
     connections.close_all()
+
+
+# pg_try_advisory_lock(ENGINE_LOCK_SPACE, instrument pk): held by the engine that owns the instrument
+ENGINE_LOCK_SPACE = 0x454E47  # "ENG"
+
+
+class SymbolTaken(RuntimeError):
+    """Another engine owns one of the symbols."""
+
+
+def own_instruments(instruments: list[Instrument]):
+    """Takes each instrument's engine lock on a connection of its own, kept open for as long as the
+    engine runs: two engines on one book would each match and write it, filling orders twice and
+    overwriting each other's positions. The lock goes with the connection, so a killed engine
+    frees its symbols at once. Returns the connection (close it to let go)."""
+    import psycopg
+
+    params = {k: v for k, v in connections["default"].get_connection_params().items()
+              if k not in ("cursor_factory", "context")}  # Django's own adaptation: not needed here
+    owner = psycopg.connect(**params, autocommit=True)
+    taken = [i.symbol for i in instruments
+             if not owner.execute("SELECT pg_try_advisory_lock(%s, %s)", [ENGINE_LOCK_SPACE, i.pk]).fetchone()[0]]
+    if taken:
+        owner.close()
+        raise SymbolTaken(f"another engine is running {', '.join(taken)}")
+    return owner
 
 
 class Engine:
@@ -311,8 +360,7 @@ class Engine:
             records = []
             for order in LiveOrder.load(resting):
                 state.orders[order.pk] = order
-                if order.reduce_only:
-                    state.reduce_only.add(order.pk)
+                state.lean(order)
                 flags = command_flags(post_only="ParticipateDoNotInitiate" in order.exec_inst, stp=SELF_TRADE_PREVENTION)
                 records.extend((order.pk, order.account_id, BUY if order.side == Side.BUY else SELL,
                                 state.ticks(order.price), state.lots(order.leaves_qty), flags))
@@ -627,7 +675,7 @@ class Engine:
         so the writer mostly sends."""
         orders = [(o.pk, o.ord_status, o.leaves_qty, o.cum_qty, o.order_qty, o.cum_notional, o.avg_px, o.price,
                    o.stop_px, o.protect_price, o.triggered, o.working, o.ord_rej_reason[:200], o.text[:200],
-                   o.margin_reserved, o.priority) for o in batch.orders.values()]
+                   o.margin_reserved, o.priority, o.unmargined_qty, o.peg_offset_value) for o in batch.orders.values()]
         positions = [(account_id, instrument_pk, p.qty, p.entry_value, p.realized_pnl, p.cum_realized_pnl, p.opened_at)
                      for (instrument_pk, account_id), p in sorted(batch.positions.items())]
         prices = []
@@ -678,18 +726,38 @@ class Engine:
         batch.orders[order.pk] = order
         batch.new_orders.add(order.pk)
         if order.is_conditional and not order.triggered:
+            self._peg(state, order)
             order.ord_status = OrdStatus.UNTRIGGERED
             state.conditional[order.pk] = order
             self._check_conditional(state, order, batch)
             return
-        if order.reduce_only and not self._fit_reduce_only(state, order, batch):
+        if not self._fit_to_position(state, order, batch):
             return
         self._send_to_book(state, order, batch)
         self._after_trades(state, batch)
 
+    def _fit_to_position(self, state: SymbolState, order: LiveOrder, batch: Batch) -> bool:
+        """An order about to enter the book may rely on the position only as it is now: a reduce-only
+        one is cut to it, and so is the part of another that holds no margin. False: nothing is left."""
+        if order.reduce_only:
+            return self._fit_reduce_only(state, order, batch)
+        if order.unmargined_qty:
+            excess = order.unmargined_qty - max(state.reducible(order), 0)
+            if excess > 0:
+                order.unmargined_qty -= excess
+                order.leaves_qty -= excess
+                order.order_qty -= excess
+                if order.leaves_qty <= 0:
+                    self._close(state, order, batch, OrdStatus.CANCELED, UNMARGINED_GONE)
+                    return False
+                order.text = UNMARGINED_CUT
+        return True
+
     def _fit_reduce_only(self, state: SymbolState, order: LiveOrder, batch: Batch) -> bool:
-        """A reduce-only order is cut to the position it can reduce; with nothing to reduce it is canceled."""
-        reducible = self._reducible(state, order)
+        """A reduce-only order is cut to the position; with nothing to reduce it is canceled. The
+        account's other reduce-only orders do not count here: a triggered stop-loss closes the
+        position and a take-profit resting beside it is cut then (_enforce_position_cover)."""
+        reducible = state.reducible(order)
         if "Close" in order.exec_inst and order.order_qty == 0:
             order.order_qty = order.leaves_qty = max(reducible, 0)
         if reducible <= 0:
@@ -701,14 +769,6 @@ class Engine:
             order.leaves_qty = reducible
             order.text = "ReduceOnly: quantity cut to the position"
         return True
-
-    @staticmethod
-    def _reducible(state: SymbolState, order: LiveOrder) -> int:
-        """What a reduce-only order may still reduce: its position, less its account's other
-        reduce-only orders on the same side."""
-        reducible = -order.sign * state.position(order.account_id).qty
-        return reducible - sum(o.leaves_qty for o in state.reduce_only_orders()
-                               if o.account_id == order.account_id and o.side == order.side and o.pk != order.pk)
 
     def _send_to_book(self, state: SymbolState, order: LiveOrder, batch: Batch) -> None:
         side = BUY if order.side == BUY_SIDE else SELL
@@ -731,8 +791,7 @@ class Engine:
             self._close(state, order, batch, OrdStatus.REJECTED, f"Rejected: {error}", rejected=True)
             return
         state.orders[order.pk] = order
-        if order.reduce_only:
-            state.reduce_only.add(order.pk)
+        state.lean(order)
         self._apply_events(state, events, batch)
 
     def _apply_events(self, state: SymbolState, events, batch: Batch) -> None:
@@ -792,7 +851,17 @@ class Engine:
         maker_fee, taker_fee = state.fees
         value = contracts.contract_value(qty, price, terms)  # the same for both sides: their fees and positions
         for order, liquidity, rate in ((maker, ADDED, maker_fee), (taker, REMOVED, taker_fee)):
-            leaves_before = order.leaves_qty
+            account_id = order.account_id
+            position = state.position(account_id)
+            # the margin reserved covers the order's margined part: a fill releases it as it fills that part
+            margined_before, margined_filled = order.leaves_qty, qty
+            unmargined = order.unmargined_qty
+            if unmargined:
+                reduced = min(unmargined, qty, max(-position.qty if order.side == BUY_SIDE else position.qty, 0))
+                if margined_before > unmargined:  # else its reservation is the fee alone, released by qty
+                    margined_before -= unmargined
+                    margined_filled = min(qty - reduced, margined_before)
+                unmargined -= reduced
             order.leaves_qty -= qty
             order.cum_qty += qty
             order.cum_notional += qty * price
@@ -803,11 +872,12 @@ class Engine:
                 state.orders.pop(order.pk, None)
             else:
                 order.ord_status = PARTIALLY_FILLED
-                release = (order.margin_reserved * qty / leaves_before).quantize(state.unit, ROUND_FLOOR)
+                release = (order.margin_reserved * margined_filled / margined_before).quantize(state.unit, ROUND_FLOOR)
+            if order.unmargined_qty:
+                order.unmargined_qty = min(unmargined, order.leaves_qty)
             self._release_margin(state, order, release, batch)
             batch.orders[order.pk] = order
-            account_id = order.account_id
-            position = state.position(account_id)
+            state.moved.add(account_id)
             change = contracts.apply_fill(position.qty, position.entry_value, qty if order.side == BUY_SIDE else -qty,
                                           price, terms, value)
             realized = change.realized_pnl
@@ -856,7 +926,7 @@ class Engine:
         # positions' stops are not walked after each of ten thousand copied orders.
         if state.last_price != state.triggers_checked_at:
             self._check_triggers(state, batch)
-        self._enforce_reduce_only(state, batch)
+        self._enforce_position_cover(state, batch)
 
     # ---------- conditional orders ----------
 
@@ -868,8 +938,7 @@ class Engine:
         price = self._trigger_price(state, order)
         if price is None or order.stop_px is None:
             return False
-        rising = (order.side == Side.BUY) == (order.ord_type in (OrdType.STOP, OrdType.STOP_LIMIT))
-        return price >= order.stop_px if rising else price <= order.stop_px
+        return price >= order.stop_px if triggers_rising(order.side, order.ord_type) else price <= order.stop_px
 
     def _check_conditional(self, state: SymbolState, order: LiveOrder, batch: Batch) -> None:
         """A new or amended conditional order. The others were checked at this very price after the
@@ -895,10 +964,10 @@ class Engine:
                 order.triggered = "StopOrderTriggered"
                 order.ord_status = OrdStatus.NEW
                 batch.orders[order.pk] = order
-                if order.reduce_only and not self._fit_reduce_only(state, order, batch):
+                if not self._fit_to_position(state, order, batch):
                     continue
                 self._send_to_book(state, order, batch)
-            self._enforce_reduce_only(state, batch)
+            self._enforce_position_cover(state, batch)
 
     def _trail(self, state: SymbolState, batch: Batch) -> None:
         """Trailing stops follow the price by their offset, never back."""
@@ -909,29 +978,62 @@ class Engine:
         if state.last_price is None or order.peg_offset_value is None:
             return
         candidate = state.last_price + order.peg_offset_value
-        if (order.side == Side.SELL and candidate > order.stop_px) or (order.side == Side.BUY and candidate < order.stop_px):
+        # one triggered by a rising price follows a falling one down, and the other way round
+        if (candidate < order.stop_px) if triggers_rising(order.side, order.ord_type) else (candidate > order.stop_px):
             order.stop_px = candidate
             batch.orders[order.pk] = order
 
-    def _enforce_reduce_only(self, state: SymbolState, batch: Batch) -> None:
-        """Resting reduce-only orders never exceed the position they reduce (newest are cut first)."""
-        by_account: dict[int, list[LiveOrder]] = {}
-        for order in sorted(state.reduce_only_orders(), key=lambda o: o.pk):
-            by_account.setdefault(order.account_id, []).append(order)
-        for account_id, mine in by_account.items():
+    @staticmethod
+    def _peg(state: SymbolState, order: LiveOrder) -> None:
+        """A trailing order starts at its offset from the price as the engine has it: the web's may be
+        a batch or more behind, and a stop pegged there could trigger the moment it arrives."""
+        if order.peg_offset_value is not None and state.last_price is not None:
+            if state.last_price + order.peg_offset_value > 0:
+                order.stop_px = state.last_price + order.peg_offset_value
+
+    def _enforce_position_cover(self, state: SymbolState, batch: Batch) -> None:
+        """The resting orders that lean on a position never need more of it than there is, so none can
+        open a position without margin when it fills: reduce-only orders first, then the parts of
+        other orders that hold no margin; within each, as BitMEX does, the least aggressive price is
+        cut first (a take-profit far away before a stop-loss triggered at the market). Only the
+        accounts whose position moved, or that have an order leaning on it anew, are looked at."""
+        while state.moved:
+            account_id = state.moved.pop()
+            mine = state.leaning_orders(account_id)
+            if not mine:
+                continue
+            mine.sort(key=lambda o: (o.price if o.side == Side.SELL else -o.price, o.pk))  # most aggressive first
             qty = state.position(account_id).qty
             room = {Side.BUY: max(-qty, 0), Side.SELL: max(qty, 0)}
             for order in mine:
-                allowed = room[order.side]
-                if order.leaves_qty <= allowed:
-                    room[order.side] -= order.leaves_qty
-                    continue
-                room[order.side] = 0
-                if allowed <= 0:
-                    self._apply_events(state, state.book.cancel(order.pk), batch)
-                    order.text = "Canceled: ReduceOnly order exceeded the position"
-                else:
-                    self._apply_events(state, state.book.amend(order.pk, state.ticks(order.price), state.lots(allowed)), batch)
+                if order.reduce_only:
+                    allowed = room[order.side]
+                    if order.leaves_qty <= allowed:
+                        room[order.side] -= order.leaves_qty
+                        continue
+                    room[order.side] = 0
+                    self._cut(state, order, order.leaves_qty - max(allowed, 0),
+                              "Canceled: ReduceOnly order exceeded the position", batch)
+            for order in mine:
+                if order.unmargined_qty and order.pk in state.orders:
+                    allowed = room[order.side]
+                    if order.unmargined_qty <= allowed:
+                        room[order.side] -= order.unmargined_qty
+                        continue
+                    room[order.side] = 0
+                    excess = order.unmargined_qty - allowed
+                    order.unmargined_qty = allowed
+                    order.text = UNMARGINED_CUT
+                    self._cut(state, order, excess, UNMARGINED_GONE, batch)
+
+    def _cut(self, state: SymbolState, order: LiveOrder, qty: int, canceled_text: str, batch: Batch) -> None:
+        """Takes qty off a resting order, keeping its place in the queue; all of it cancels the order."""
+        if qty >= order.leaves_qty:
+            self._apply_events(state, state.book.cancel(order.pk), batch)
+            order.text = canceled_text
+        else:
+            self._apply_events(state, state.book.amend(order.pk, state.ticks(order.price),
+                                                       state.lots(order.leaves_qty - qty)), batch)
 
     # ---------- cancel and amend ----------
 
@@ -976,19 +1078,24 @@ class Engine:
         order.margin_reserved += command.margin_delta
         if command.new_stop_px is not None:
             order.stop_px = command.new_stop_px
+        if command.new_peg_offset_value is not None:
+            order.peg_offset_value = command.new_peg_offset_value
+            self._peg(state, order)
         if command.text:
             order.text = command.text
         batch.orders[order.pk] = order
+        unmargined_before = order.unmargined_qty
         leaves = self._amended_leaves(state, order, command)
         if leaves is not None and leaves <= 0:
             # filled since the amend was asked, up to the size it asks for (or nothing left to reduce);
             # ending it releases all its margin
+            text = UNMARGINED_GONE if order.text == UNMARGINED_CUT else AMENDED_AWAY
             order.order_qty = order.cum_qty
             if order.pk in state.conditional:
-                self._close(state, order, batch, OrdStatus.CANCELED, AMENDED_AWAY)
+                self._close(state, order, batch, OrdStatus.CANCELED, text)
             else:
                 self._apply_events(state, state.book.cancel(order.pk), batch)
-                order.text = AMENDED_AWAY
+                order.text = text
             return
         if order.pk in state.conditional:
             if command.new_price is not None:
@@ -1004,9 +1111,11 @@ class Engine:
             events = state.book.amend(order.pk, state.ticks(price), state.lots(order.leaves_qty if leaves is None else leaves))
         except (ValueError, KeyError) as error:
             order.margin_reserved -= command.margin_delta
+            order.unmargined_qty = unmargined_before
             self._reject_command(state, command, batch, f"Invalid amend: {error}")
             return
         self._cap_margin(state, order, command, batch)
+        state.lean(order)
         self._apply_events(state, events, batch)
         self._after_trades(state, batch)
 
@@ -1014,10 +1123,20 @@ class Engine:
         """The quantity an amend leaves, as the order stands now. The amend names the order's total
         (an orderQty, or a leavesQty on top of what had filled when it was asked), so what filled
         since counts against it: the margin reserved for it covers no more. A reduce-only order
-        never grows beyond the position it may still reduce. None: the size is not amended."""
+        never grows beyond the position it may still reduce, nor does another order's part that its
+        new margin does not cover. None: the size is not amended."""
         leaves = None if command.new_order_qty is None else command.new_order_qty - order.cum_qty
-        if leaves is not None and order.reduce_only and order.pk not in state.conditional:  # those fit when triggered
-            leaves = min(leaves, self._reducible(state, order))
+        resting = order.pk not in state.conditional  # conditional orders fit when triggered
+        if leaves is not None and order.reduce_only and resting:
+            leaves = min(leaves, state.reducible(order))
+        if command.new_unmargined_qty is not None:
+            size = order.leaves_qty if leaves is None else leaves
+            order.unmargined_qty = min(command.new_unmargined_qty, max(size, 0))
+            excess = order.unmargined_qty - max(state.reducible(order), 0)
+            if resting and excess > 0:
+                order.unmargined_qty -= excess
+                leaves = size - excess
+                order.text = UNMARGINED_CUT
         return leaves
 
     def _cap_margin(self, state: SymbolState, order: LiveOrder, command: Command, batch: Batch) -> None:

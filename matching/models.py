@@ -80,6 +80,12 @@ class OrdType(models.TextChoices):
     LIMIT_IF_TOUCHED = "LimitIfTouched"  # take-profit limit
 
 
+def triggers_rising(side: str, ord_type: str) -> bool:
+    """Whether a conditional order triggers when the price rises to its stopPx (a buy stop, a sell
+    take-profit) rather than falls to it; a trailing one follows the price from the other side."""
+    return (side == Side.BUY) == (ord_type in (OrdType.STOP, OrdType.STOP_LIMIT))
+
+
 class TimeInForce(models.TextChoices):
     GOOD_TILL_CANCEL = "GoodTillCancel"
     IMMEDIATE_OR_CANCEL = "ImmediateOrCancel"
@@ -132,6 +138,9 @@ class Order(models.Model):
     ord_rej_reason = models.CharField(max_length=200, blank=True, default="", db_default="")
     text = models.CharField(max_length=200, blank=True, default="")
     margin_reserved = models.DecimalField(**MONEY, default=Decimal(0))
+    # the part of leaves_qty that only reduces the account's position, so its margin does not cover it;
+    # if the position shrinks first, the engine cuts the order by what it could no longer reduce
+    unmargined_qty = models.BigIntegerField(default=0, db_default=0)
     # position in the book's time priority; the engine rebuilds books in this order
     priority = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -220,6 +229,8 @@ class OrderCommand(models.Model):
     # margin the request reserved beyond the order's own, and the order's total after the amend
     margin_delta = models.DecimalField(**MONEY, default=Decimal(0))
     new_margin = models.DecimalField(**MONEY, null=True, blank=True)
+    new_unmargined_qty = models.BigIntegerField(null=True, blank=True)  # with new_margin: what it does not cover
+    new_peg_offset_value = models.DecimalField(**PRICE, null=True, blank=True)  # a trailing stop's new offset
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -55,6 +55,7 @@ ORDER_COLUMNS = [
     ("order_qty", "bigint"), ("cum_notional", "numeric"), ("avg_px", "numeric"), ("price", "numeric"),
     ("stop_px", "numeric"), ("protect_price", "numeric"), ("triggered", "text"), ("working_indicator", "boolean"),
     ("ord_rej_reason", "text"), ("text", "text"), ("margin_reserved", "numeric"), ("priority", "bigint"),
+    ("unmargined_qty", "bigint"), ("peg_offset_value", "numeric"),
 ]  # and updated_at: the batch's time
 LEDGER_COLUMNS = [("transaction_id", "bigint"), ("account_id", "bigint"), ("asset_id", "text"),
                   ("amount", "numeric"), ("kind", "text"), ("reference", "text")]
@@ -436,7 +437,8 @@ NEW_ORDER_COLUMNS = [
     ("id", "bigint"), ("order_id", "uuid"), ("account_id", "bigint"), ("instrument_id", "bigint"),
     ("cl_ord_id", "text"), ("side", "text"), ("ord_type", "text"), ("time_in_force", "text"), ("exec_inst", "text"),
     ("price", "numeric"), ("stop_px", "numeric"), ("protect_price", "numeric"), ("order_qty", "bigint"),
-    ("leaves_qty", "bigint"), ("margin_reserved", "numeric"), ("text", "text"), ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
+    ("leaves_qty", "bigint"), ("margin_reserved", "numeric"), ("unmargined_qty", "bigint"), ("text", "text"),
+    ("created_at", "timestamptz"), ("updated_at", "timestamptz"),
 ]  # the other columns take their database defaults (see the migration)
 
 
@@ -524,12 +526,13 @@ def stored_pending_orders_sql(older: bool) -> str:
 
 def pending_commands(pks: list[int], instrument_pks: list[int]) -> list[tuple]:
     """(pk, kind, order, instrument, account, order status, new price, new stop price, new order qty,
-    margin delta, new margin, text) of those commands still pending on these instruments."""
+    margin delta, new margin, new unmargined qty, new peg offset, text) of those commands still pending on these instruments."""
     if not pks:
         return []
     with raw_cursor() as cursor:
         cursor.execute("SELECT c.status, c.id, c.kind, c.order_id, o.instrument_id, o.account_id, o.ord_status, c.new_price, "
-                       "c.new_stop_px, c.new_order_qty, c.margin_delta, c.new_margin, c.text "
+                       "c.new_stop_px, c.new_order_qty, c.margin_delta, c.new_margin, c.new_unmargined_qty, c.new_peg_offset_value, "
+                       "c.text "
                        "FROM matching_ordercommand c JOIN matching_order o ON o.id = c.order_id "
                        "WHERE c.id = ANY(%s::bigint[])", [array_text(pks)], binary=True, prepare=False)
         instruments = set(instrument_pks)

@@ -101,11 +101,34 @@ def position_for_margin(*, account_id: int, instrument_id: int, side: str, exclu
         "  WHERE o.account_id = p.account_id AND o.instrument_id = p.instrument_id AND o.side = %s AND o.id <> %s), 0)::bigint "
         "FROM matching_position p WHERE p.account_id = %s AND p.instrument_id = %s",
         [side, excluding or 0, side, excluding or 0, account_id, instrument_id])
+    return MarginPosition(position_left(int(position_qty), side, same_side), leverage)
+
+
+def position_left(position_qty: int, side: str, same_side: int) -> int:
+    """The position as an order on `side` may reduce it, once the account's other open orders on
+    that side (`same_side` in all) have reduced it first."""
     if side == Side.SELL and position_qty > 0:
-        position_qty = max(position_qty - same_side, 0)
-    elif side == Side.BUY and position_qty < 0:
-        position_qty = min(position_qty + same_side, 0)
-    return MarginPosition(int(position_qty), leverage)
+        return max(position_qty - same_side, 0)
+    if side == Side.BUY and position_qty < 0:
+        return min(position_qty + same_side, 0)
+    return position_qty
+
+
+def open_leaves_by_side(*, instrument_id: int, account_ids) -> dict[tuple[int, str], int]:
+    """(account, side) -> the leaves of the accounts' open orders on the instrument, through
+    HeldOrder and PendingOrder (position_for_margin's count, for many accounts at once)."""
+    if not account_ids:
+        return {}
+    accounts = array_text(sorted(set(account_ids)))
+    rows = fetch_all(
+        "SELECT account_id, side, sum(leaves_qty)::bigint FROM ("
+        "  SELECT account_id, side, leaves_qty FROM matching_heldorder"
+        "  WHERE account_id = ANY(%s::bigint[]) AND instrument_id = %s"
+        "  UNION ALL SELECT o.account_id, o.side, o.leaves_qty FROM matching_pendingorder q"
+        "  JOIN matching_order o ON o.id = q.order_id"
+        "  WHERE o.account_id = ANY(%s::bigint[]) AND o.instrument_id = %s) AS open_orders "
+        "GROUP BY account_id, side", [accounts, instrument_id, accounts, instrument_id])
+    return {(account_id, side): int(leaves) for account_id, side, leaves in rows}
 
 
 def has_margined_open_orders(*, account_id: int, instrument_id: int) -> bool:

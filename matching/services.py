@@ -19,7 +19,7 @@ from config.decimals import plain
 from matching import contracts, persistence, selectors, streams
 from matching.ids import time_ordered_uuid_text
 from matching.models import (
-    OPEN_STATUSES, Instrument, Order, OrderCommand, OrdType, Position, Side, TimeInForce,
+    OPEN_STATUSES, Instrument, Order, OrderCommand, OrdStatus, OrdType, Position, Side, TimeInForce, triggers_rising,
 )
 
 EXEC_INSTS = {"ParticipateDoNotInitiate", "ReduceOnly", "Close", "LastPrice", "MarkPrice", "IndexPrice"}
@@ -133,6 +133,27 @@ def _exec_inst(value: str, ord_type: str) -> str:
     return ",".join(dict.fromkeys(names))
 
 
+def _peg_offset(value, instrument: Instrument, side: str, ord_type: str) -> Decimal:
+    offset = _decimal(value, "pegOffsetValue")
+    if offset is None or offset == 0 or abs(offset) > instrument.max_price or offset % instrument.tick_size:
+        raise OrderRejected("Invalid pegOffsetValue")
+    if triggers_rising(side, ord_type) != (offset > 0):
+        raise OrderRejected("Invalid pegOffsetValue: an order triggered by a falling price (a sell stop, a buy "
+                            "take-profit) trails below it (negative), the others above it (positive)")
+    return offset
+
+
+def trailing_stop_px(instrument: Instrument, offset: Decimal) -> Decimal:
+    """A trailing order's stopPx as the web sees the price; its margin is reserved there, and the
+    engine pegs it again at the price it has when it takes the order."""
+    reference = instrument.last_price or instrument.mark_price
+    if reference is None:
+        raise OrderRejected("Invalid pegOffsetValue: no last price to trail yet")
+    if reference + offset <= 0:
+        raise OrderRejected("Invalid pegOffsetValue")
+    return reference + offset
+
+
 @dataclass(frozen=True)
 class OrderRequest:
     instrument: Instrument
@@ -183,20 +204,11 @@ def validate_order(*, symbol: str, side: str | None, order_qty, ord_type: str | 
     if peg_offset_value not in (None, "") and not peg_price_type:
         raise OrderRejected("Invalid pegOffsetValue: it needs pegPriceType TrailingStopPeg")
     if peg_price_type:
-        if ord_type not in (OrdType.STOP, OrdType.STOP_LIMIT):
-            raise OrderRejected("Invalid pegPriceType: a trailing stop is a Stop or StopLimit order")
-        offset = _decimal(peg_offset_value, "pegOffsetValue")
-        if offset is None or offset == 0 or abs(offset) > instrument.max_price or offset % instrument.tick_size:
-            raise OrderRejected("Invalid pegOffsetValue")
-        if (side == Side.SELL) != (offset < 0):
-            raise OrderRejected("Invalid pegOffsetValue: a sell trails below the price (negative), a buy above")
-        reference = instrument.last_price or instrument.mark_price
-        if reference is None:
-            raise OrderRejected("Invalid pegOffsetValue: no last price to trail yet")
-        stop = reference + offset
-        if stop <= 0:
-            raise OrderRejected("Invalid pegOffsetValue")
-        stop_px = stop
+        if ord_type not in CONDITIONAL_TYPES:
+            raise OrderRejected("Invalid pegPriceType: a trailing order is a Stop, StopLimit, MarketIfTouched "
+                                "or LimitIfTouched order")
+        offset = _peg_offset(peg_offset_value, instrument, side, ord_type)
+        stop_px = trailing_stop_px(instrument, offset)
     stop = _price(stop_px, instrument, "stopPx")
     if ord_type in CONDITIONAL_TYPES and stop is None:
         raise OrderRejected("Invalid stopPx for ordType")
@@ -298,6 +310,8 @@ def submit_order(*, account: Account, symbol: str, side: str | None = None, orde
         raise OrderRejected(f"Invalid clOrdID: at most {MAX_CL_ORD_ID} characters")
     if cl_ord_id and (existing := _earlier_order(account, cl_ord_id, symbol, side, order_qty, ord_type)):
         return existing
+    if side in (None, "") and order_qty in (None, "", 0) and "Close" in str(exec_inst or "").split(","):
+        side = _closing_side(account, symbol)
     request = validate_order(symbol=symbol, side=side, order_qty=order_qty, ord_type=ord_type, price=price,
                              stop_px=stop_px, time_in_force=time_in_force, exec_inst=exec_inst,
                              peg_price_type=peg_price_type, peg_offset_value=peg_offset_value)
@@ -309,6 +323,16 @@ def submit_order(*, account: Account, symbol: str, side: str | None = None, orde
             return existing  # the same request raced with itself
         raise
     return _after_queueing(order, "order", order.pk, timeout)
+
+
+def _closing_side(account: Account, symbol) -> str:
+    """BitMEX's Close order without a side: the side that closes the position (the engine cuts it
+    to the position it finds, should that have changed since)."""
+    qty = (Position.objects.filter(account=account, instrument__symbol=symbol)
+           .values_list("current_qty", flat=True).first()) or 0
+    if not qty:
+        raise OrderRejected(f"Invalid side: there is no {symbol} position to close; give side and orderQty")
+    return Side.SELL if qty > 0 else Side.BUY
 
 
 def _earlier_order(account: Account, cl_ord_id: str, symbol, side, order_qty, ord_type) -> Order | None:
@@ -327,6 +351,7 @@ def _earlier_order(account: Account, cl_ord_id: str, symbol, side, order_qty, or
 def _store_order(account: Account, request: OrderRequest, cl_ord_id: str, text: str, reply: bool) -> Order:
     instrument = request.instrument
     reserved = Decimal(0)
+    unmargined = 0  # a reduce-only order holds no margin, and is kept to its position anyway
     protect = None
     if request.ord_type == OrdType.MARKET:
         protect = market_protection_price(instrument, request.side)
@@ -335,18 +360,24 @@ def _store_order(account: Account, request: OrderRequest, cl_ord_id: str, text: 
         # locked first: every other margin-holding order of the account, and a leverage change, is then
         # committed (or waits for this one), so the read below sees them all
         balance = lock_balances([(account.pk, instrument.settle_asset_id)])[(account.pk, instrument.settle_asset_id)]
+        if cl_ord_id and Order.objects.filter(account=account, cl_ord_id=cl_ord_id).exists():
+            # its first try committed while this one waited for the lock: submit_order answers with
+            # it, where reserving again could refuse it for want of the margin that try holds
+            raise IntegrityError("clOrdID already used")
         position = selectors.position_for_margin(account_id=account.pk, instrument_id=instrument.pk, side=request.side)
         reserved = order_margin(instrument=instrument, side=request.side, qty=request.order_qty,
                                 price=margin_price(instrument, request.side, price=request.price,
                                                    stop_px=request.stop_px),
                                 leverage=position.leverage, position_qty=position.qty)
+        unmargined = request.order_qty - opening_qty(position.qty, request.side, request.order_qty)
         _reserve(balance, reserved)
     order = Order.objects.create(
         account=account, instrument=instrument, cl_ord_id=cl_ord_id, side=request.side,
         ord_type=request.ord_type, time_in_force=request.time_in_force, exec_inst=request.exec_inst,
         price=request.price, stop_px=request.stop_px, protect_price=protect,
         peg_price_type=request.peg_price_type, peg_offset_value=request.peg_offset_value,
-        order_qty=request.order_qty, leaves_qty=request.order_qty, margin_reserved=reserved, text=text[:200])
+        order_qty=request.order_qty, leaves_qty=request.order_qty, margin_reserved=reserved,
+        unmargined_qty=unmargined, text=text[:200])
     transaction.on_commit(lambda: streams.send_commands(instrument.symbol, [("order", order.pk)], reply))
     return order
 
@@ -379,8 +410,9 @@ def find_order(*, account: Account, order_id=None, cl_ord_id: str | None = None)
 
 
 def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=None, price=None, stop_px=None,
-                text: str = "", wait: float | None = None) -> Order:
-    """Queues an amend: a smaller quantity keeps time priority, a new price or larger size does not."""
+                peg_offset_value=None, text: str = "", wait: float | None = None) -> Order:
+    """Queues an amend: a smaller quantity keeps time priority, a new price or larger size does not.
+    A trailing order's pegOffsetValue pegs it again, at the engine's price when it applies the amend."""
     instrument = order.instrument
     needs_margin = not (order.has_exec_inst("ReduceOnly") or order.has_exec_inst("Close"))  # fixed at entry
     with transaction.atomic():
@@ -404,6 +436,16 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
         new_stop = _price(stop_px, instrument, "stopPx")
         if new_stop is not None and order.ord_type not in CONDITIONAL_TYPES:
             raise OrderRejected("Invalid stopPx for ordType")
+        if new_stop is not None and order.peg_price_type:
+            raise OrderRejected("Invalid stopPx: a trailing order's stopPx follows the price; amend its pegOffsetValue")
+        new_offset = None
+        if peg_offset_value not in (None, ""):
+            if not order.peg_price_type:
+                raise OrderRejected("Invalid pegOffsetValue: the order does not trail the price")
+            if order.ord_status not in (OrdStatus.PENDING_NEW, OrdStatus.UNTRIGGERED):
+                raise OrderRejected("Invalid pegOffsetValue: the order has triggered")
+            new_offset = _peg_offset(peg_offset_value, instrument, order.side, order.ord_type)
+            new_stop = trailing_stop_px(instrument, new_offset)
         new_leaves = None
         new_order_qty = None
         if order_qty not in (None, ""):
@@ -415,13 +457,14 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
         if new_leaves is not None and new_leaves <= 0:
             raise OrderRejected("orderQty is invalid: it must exceed the filled quantity")
         if new_price is None and new_stop is None and new_leaves is None:
-            raise OrderRejected("Nothing to amend: give price, stopPx, orderQty or leavesQty")
-        delta, new_margin = Decimal(0), None
+            raise OrderRejected("Nothing to amend: give price, stopPx, pegOffsetValue, orderQty or leavesQty")
+        delta, new_margin, new_unmargined = Decimal(0), None, None
         if needs_margin:
             position = selectors.position_for_margin(account_id=account.pk, instrument_id=instrument.pk,
                                                      side=order.side, excluding=order.pk)
-            new_margin = order_margin(instrument=instrument, side=order.side,
-                                      qty=new_leaves if new_leaves is not None else order.leaves_qty,
+            qty = new_leaves if new_leaves is not None else order.leaves_qty
+            new_unmargined = qty - opening_qty(position.qty, order.side, qty)
+            new_margin = order_margin(instrument=instrument, side=order.side, qty=qty,
                                       price=margin_price(instrument, order.side, price=new_price or order.price,
                                                          stop_px=new_stop or order.stop_px),
                                       leverage=position.leverage, position_qty=position.qty)
@@ -430,7 +473,8 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
         command = OrderCommand.objects.create(order=order, kind=OrderCommand.Kind.AMEND, new_price=new_price,
                                               new_stop_px=new_stop, new_order_qty=new_order_qty,
                                               new_leaves_qty=new_leaves, margin_delta=delta,
-                                              new_margin=new_margin, text=text[:200])
+                                              new_margin=new_margin, new_unmargined_qty=new_unmargined,
+                                              new_peg_offset_value=new_offset, text=text[:200])
         timeout = _reply_timeout(wait)
         transaction.on_commit(lambda: streams.send_commands(instrument.symbol, [("command", command.pk)], timeout > 0))
     return _after_queueing(order, "command", command.pk, timeout)
@@ -569,6 +613,10 @@ def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder],
         balances = accounts.balances  # locked before the clOrdID check
         existing = persistence.existing_cl_ord_ids([(o.account_id, o.cl_ord_id) for o in orders])
         positions, leverages, unrealized = accounts.positions
+        # what the accounts' open orders, then the earlier orders of this call, reduce of a position
+        # first (as position_for_margin counts them); read after the balance locks
+        same_side = selectors.open_leaves_by_side(
+            instrument_id=instrument.pk, account_ids=[o.account_id for o in orders if positions.get(o.account_id)])
         default_leverage = min(settings.DEFAULT_LEVERAGE, instrument.max_leverage)
         results, rows, reserved = [], [], {}
         for request in orders:
@@ -581,13 +629,17 @@ def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder],
             except OrderRejected as error:
                 results.append(BulkResult(request, None, str(error)))
                 continue
-            margin = Decimal(0)
+            margin, unmargined = Decimal(0), 0
+            key = (request.account_id, request.side)
             if not reduce_only:
+                position_qty = selectors.position_left(positions.get(request.account_id, 0), request.side,
+                                                       same_side.get(key, 0))
                 margin = order_margin(instrument=instrument, side=request.side, qty=request.order_qty,
                                       price=margin_price(instrument, request.side, price=request.price,
                                                          stop_px=request.stop_px),
                                       leverage=leverages.get(request.account_id, default_leverage),
-                                      position_qty=positions.get(request.account_id, 0))
+                                      position_qty=position_qty)
+                unmargined = request.order_qty - opening_qty(position_qty, request.side, request.order_qty)
                 amount, order_m, position_m = balances[request.account_id]
                 available = (amount - order_m - position_m - reserved.get(request.account_id, Decimal(0))
                              + min(unrealized.get(request.account_id, Decimal(0)), Decimal(0)))
@@ -596,14 +648,16 @@ def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder],
                                                              f"{max(available, Decimal(0))} available"))
                     continue
                 reserved[request.account_id] = reserved.get(request.account_id, Decimal(0)) + margin
-            rows.append((request, protect, margin))
+            same_side[key] = same_side.get(key, 0) + request.order_qty
+            rows.append((request, protect, margin, unmargined))
         stamp = now.isoformat()  # text: COPY would format a datetime twice per row
         ids = persistence.store_new_orders([
             (time_ordered_uuid_text(), r.account_id, instrument.pk, r.cl_ord_id, r.side, r.ord_type, r.time_in_force,
-             r.exec_inst, r.price, r.stop_px, protect, r.order_qty, r.order_qty, margin, r.text[:200], stamp, stamp)
-            for r, protect, margin in rows])
+             r.exec_inst, r.price, r.stop_px, protect, r.order_qty, r.order_qty, margin, unmargined, r.text[:200],
+             stamp, stamp)
+            for r, protect, margin, unmargined in rows])
         persistence.add_order_margin(asset, reserved)
-        results += [BulkResult(r, pk) for pk, (r, _, _) in zip(ids, rows)]
+        results += [BulkResult(r, pk) for pk, (r, *_) in zip(ids, rows)]
         transaction.on_commit(lambda: streams.send_commands(instrument.symbol, [("order", pk) for pk in ids]))
     by_request = {id(result.request): result for result in results}
     return [by_request[id(request)] for request in orders]

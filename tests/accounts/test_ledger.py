@@ -155,6 +155,46 @@ def test_two_withdrawals_at_once_cannot_both_take_the_same_funds(books_balance):
     assert balance(account) == D(40)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_withdrawal_retried_while_its_first_try_commits_answers_with_that_try(books_balance, monkeypatch):
+    """The retry waits for the balance lock; once the first try has taken the money, the retry is
+    answered with it, not refused for want of that money."""
+    account = services.main_account(User.objects.create_user("retrier"))
+    services.deposit(account=account, asset="USDT", amount=D(100))
+    post_transaction, inside, release = services.post_transaction, threading.Event(), threading.Event()
+
+    def first_try_holds_its_transaction(**kwargs):
+        posted = post_transaction(**kwargs)
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(10)
+        return posted
+
+    monkeypatch.setattr(services, "post_transaction", first_try_holds_its_transaction)
+    request_id, answers = uuid.uuid4(), {}
+
+    def withdraw():
+        try:
+            answers[threading.current_thread().name] = services.withdraw(account=account, asset="USDT", amount=D(60),
+                                                                         request_id=request_id)
+        except Exception as error:  # noqa: BLE001 - the answer under test
+            answers[threading.current_thread().name] = error
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=withdraw, name="first")
+    first.start()
+    assert inside.wait(10)
+    retry = threading.Thread(target=withdraw, name="retry")
+    retry.start()
+    assert connections_waiting_for_a_lock(1)
+    release.set()
+    first.join()
+    retry.join()
+    assert isinstance(answers["retry"], CashMovement) and answers["retry"].pk == answers["first"].pk, answers
+    assert balance(account) == D(40)
+
+
 @pytest.mark.django_db
 def test_transfer_to_the_copy_sub_account_moves_available_funds(make_trader):
     main = make_trader(usdt="100", xbt="0")

@@ -284,7 +284,8 @@ def test_without_a_side_orderqty_signs_the_order_as_bitmex_does(engine, api):
     assert (buy["side"], buy["orderQty"]) == ("Buy", 1000000) and (sell["side"], sell["orderQty"]) == ("Sell", 1000000)
     assert post(client, "order", {**BUY, "orderQty": -1000000}).json()["error"]["message"] == "orderQty is invalid"
     refused = post(client, "order", {"symbol": "XBTUSDT", "side": None, "execInst": "Close", "price": 49000})
-    assert refused.json()["error"]["message"] == "Invalid side: must be Buy or Sell"
+    assert refused.json()["error"]["message"] == ("Invalid side: there is no XBTUSDT position to close; "
+                                                  "give side and orderQty")
     settle(engine)
 
 
@@ -307,7 +308,8 @@ def test_an_amend_takes_only_its_own_fields_and_keeps_the_clordid(engine, api):
     for body, message in (({"orderID": order["orderID"], "price": 49500, "side": "Sell"}, "Unknown field(s): side"),
                           ({"orderID": order["orderID"], "price": 49500, "text": 5}, "text must be a string"),
                           ({"origClOrdID": "keep", "clOrdID": "other", "price": 49500}, "clOrdID cannot be changed"),
-                          ({"orderID": order["orderID"], "pegOffsetValue": -100}, "pegOffsetValue cannot be amended")):
+                          ({"orderID": order["orderID"], "pegOffsetValue": -100},
+                           "Invalid pegOffsetValue: the order does not trail the price")):
         response = client.put("/api/v1/order", json.dumps(body), content_type="application/json")
         assert response.status_code == 400 and message in response.json()["error"]["message"]
     # ccxt's edit_order with a clientOrderId sends it as origClOrdID and clOrdID both

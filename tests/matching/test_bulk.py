@@ -31,6 +31,29 @@ def test_bulk_orders_reserve_margin_refuse_the_unaffordable_and_never_repeat(eng
     assert order.ord_status == OrdStatus.FILLED and order.margin_reserved == 0
 
 
+def test_bulk_orders_count_the_accounts_open_orders_and_each_other_on_the_position(engine, make_trader):
+    """A position is reduced once: by the account's open orders first, then by the bulk's earlier
+    orders; what goes beyond it opens a position and holds margin."""
+    maker, trader = make_trader(), make_trader()
+    services.submit_order(account=maker, symbol="XBTUSDT", side="Sell", order_qty=2_000_000, price="50000")
+    settle(engine)
+    services.submit_order(account=trader, symbol="XBTUSDT", side="Buy", order_qty=2_000_000, price="50000")
+    settle(engine)  # the trader is long 2 XBT
+    resting = services.submit_order(account=trader, symbol="XBTUSDT", side="Sell", order_qty=1_000_000,
+                                    price="55000")
+    assert resting.unmargined_qty == 1_000_000
+    settle(engine)
+    instrument = Instrument.objects.select_related("settle_asset").get(symbol="XBTUSDT")
+    requests = [BulkOrder(account_id=trader.pk, side="Sell", order_qty=1_000_000, ord_type="Limit", price=D(60000),
+                          time_in_force="GoodTillCancel", cl_ord_id=f"bulk-{n}") for n in range(2)]
+    first, second = services.submit_orders_bulk(instrument=instrument, orders=requests)
+    fee = D(60000) * D("0.00075")
+    first, second = Order.objects.get(pk=first.order_pk), Order.objects.get(pk=second.order_pk)
+    assert (first.unmargined_qty, first.margin_reserved) == (1_000_000, fee)  # closes the second XBT
+    assert (second.unmargined_qty, second.margin_reserved) == (0, D(6000) + fee)  # opens a short
+    settle(engine)
+
+
 def test_locked_accounts_read_positions_once_as_the_separate_reads_did(engine, make_trader):
     """One read gives an account's quantity and leverage on the instrument and its unrealized PnL
     over every instrument of the asset; the balance rows are locked; an order of an account the
@@ -372,7 +395,7 @@ def test_the_sweep_finds_stored_orders_through_pending_order_without_reading_eve
     stamp = (timezone.now() - timedelta(minutes=1)).isoformat()
     ids = persistence.store_new_orders([
         (time_ordered_uuid_text(), account.pk, instrument.pk, "", "Buy", "Limit", "GoodTillCancel", "",
-         D(40000), None, None, 1000, 1000, D(0), "", stamp, stamp) for _ in range(20_000)])
+         D(40000), None, None, 1000, 1000, D(0), 0, "", stamp, stamp) for _ in range(20_000)])
     with connection.cursor() as cursor:  # statistics taken during a burst, as autovacuum may leave them
         cursor.execute("ANALYZE matching_order")
         cursor.execute("ANALYZE matching_pendingorder")

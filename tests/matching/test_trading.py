@@ -413,6 +413,52 @@ def test_two_orders_at_once_cannot_both_reserve_the_same_margin(engine_streams, 
     assert balance(account).order_margin == D("5037.5")
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_waiting_for_its_first_trys_lock_gets_that_order_not_a_refusal(engine_streams, make_trader,
+                                                                               monkeypatch):
+    """The retry of a request still being written waits for the balance lock; once the first try
+    commits, its margin is taken, and the retry must answer with that order rather than try to
+    reserve the margin again."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from tests.conftest import connections_waiting_for_a_lock
+
+    account = make_trader(usdt="6000", xbt="0")  # one 1 XBT order at 10x needs 5,037.5, two do not fit
+    on_commit, inside, release = transaction.on_commit, threading.Event(), threading.Event()
+
+    def first_try_holds_its_transaction(func, *args, **kwargs):
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(10)
+        return on_commit(func, *args, **kwargs)
+
+    monkeypatch.setattr(transaction, "on_commit", first_try_holds_its_transaction)
+    answers = {}
+
+    def place():
+        try:
+            answers[threading.current_thread().name] = submit(account, side="Buy", order_qty=1_000_000,
+                                                              price="50000", cl_ord_id="once", wait=0)
+        except Exception as error:  # noqa: BLE001 - the answer under test
+            answers[threading.current_thread().name] = error
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=place, name="first")
+    first.start()
+    assert inside.wait(10)
+    retry = threading.Thread(target=place, name="retry")
+    retry.start()
+    assert connections_waiting_for_a_lock(1)
+    release.set()
+    first.join()
+    retry.join()
+    assert isinstance(answers["retry"], Order) and answers["retry"].pk == answers["first"].pk, answers
+    assert Order.objects.filter(account=account).count() == 1 and balance(account).order_margin == D("5037.5")
+
+
 def pipelined_engine_with_slow_writes(monkeypatch):
     """An engine that commits on its writer thread, one entry per batch, each write 0.3 s: every
     batch is matched while the one before it still commits."""
@@ -954,3 +1000,201 @@ def test_a_conditional_order_holds_margin_at_its_trigger_not_at_todays_book(engi
                                        leverage=position(trader).leverage, position_qty=0)
     assert stop.margin_reserved == at_trigger  # not at the 50,000 bid it cannot sell into once triggered
     settle(engine)
+
+
+def long_of(engine, make_trader, lots: int, usdt: str = "100000"):
+    """(market maker, trader long `lots` XBT bought at 50,000)."""
+    market_maker, trader = make_trader(usdt="10000000"), make_trader(usdt=usdt)
+    submit(market_maker, side="Sell", order_qty=lots * 1_000_000, price="50000")
+    settle(engine)
+    submit(trader, side="Buy", order_qty=lots * 1_000_000, price="50000")
+    settle(engine)
+    return market_maker, trader
+
+
+def test_a_take_profit_that_only_closed_the_position_is_canceled_once_the_position_is_gone(engine, make_trader):
+    market_maker, trader = long_of(engine, make_trader, 1, usdt="5200")
+    take_profit = submit(trader, side="Sell", order_qty=1_000_000, price="55000")  # no ReduceOnly
+    assert (take_profit.margin_reserved, take_profit.unmargined_qty) == (D("41.25"), 1_000_000)  # the fee alone
+    settle(engine)
+    submit(market_maker, side="Buy", order_qty=1_000_000, price="49000")
+    close = submit(trader, side="Sell", order_qty=1_000_000, ord_type="Market", exec_inst="ReduceOnly")
+    settle(engine)
+    assert fresh(close).ord_status == OrdStatus.FILLED and position(trader).current_qty == 0
+    # it holds no margin to open a short of 55,000 USDT: resting on, it would have opened one unmargined
+    assert (fresh(take_profit).ord_status, take_profit.leaves_qty, take_profit.margin_reserved) == (
+        OrdStatus.CANCELED, 0, 0)
+    assert take_profit.text.startswith("Canceled: the position it would have reduced is gone")
+    submit(market_maker, side="Buy", order_qty=1_000_000, price="55000")
+    settle(engine)
+    assert position(trader).current_qty == 0 and balance(trader).order_margin == 0
+
+
+def test_an_order_is_cut_to_the_part_of_the_position_left_and_keeps_its_place(engine, make_trader):
+    market_maker, trader = long_of(engine, make_trader, 2)
+    take_profit = submit(trader, side="Sell", order_qty=2_000_000, price="55000")
+    settle(engine)
+    behind = submit(market_maker, side="Sell", order_qty=1_000_000, price="55000")
+    submit(market_maker, side="Buy", order_qty=1_000_000, price="49000")
+    submit(trader, side="Sell", order_qty=1_000_000, ord_type="Market", exec_inst="ReduceOnly")
+    settle(engine)
+    assert position(trader).current_qty == 1_000_000
+    fresh(take_profit)
+    assert (take_profit.ord_status, take_profit.order_qty, take_profit.leaves_qty, take_profit.unmargined_qty) == (
+        OrdStatus.NEW, 1_000_000, 1_000_000, 1_000_000)
+    assert take_profit.text.startswith("Quantity cut: the position it would have reduced is smaller now")
+    buyer = make_trader()
+    submit(buyer, side="Buy", order_qty=1_000_000, price="55000")
+    settle(engine)
+    assert fresh(take_profit).ord_status == OrdStatus.FILLED and fresh(behind).cum_qty == 0  # still ahead in the queue
+    assert position(trader).current_qty == 0
+
+
+def test_an_order_partly_margined_keeps_the_margin_of_its_opening_part_while_it_reduces(engine, make_trader):
+    market_maker, trader = long_of(engine, make_trader, 1)
+    flip = submit(trader, side="Sell", order_qty=2_000_000, price="55000")  # closes 1 XBT, opens a short of 1
+    opening = D(55000) / 10  # 1 XBT at 55,000, 10x
+    assert flip.margin_reserved == opening + 2 * D("41.25") and flip.unmargined_qty == 1_000_000
+    settle(engine)
+    submit(market_maker, side="Buy", order_qty=1_000_000, price="55000")
+    settle(engine)
+    assert position(trader).current_qty == 0
+    fresh(flip)
+    # the fill closed the long: the margin of the short still to open is all there (before: half was
+    # released); so is the fee reserved for the whole order, released when the rest fills
+    assert (flip.unmargined_qty, flip.margin_reserved) == (0, opening + 2 * D("41.25"))
+    submit(market_maker, side="Buy", order_qty=1_000_000, price="55000")
+    settle(engine)
+    assert position(trader).current_qty == -1_000_000 and position(trader).margin == opening
+    assert fresh(flip).margin_reserved == 0 and balance(trader).order_margin == 0
+
+
+def test_a_stop_that_would_only_have_closed_is_canceled_when_triggered_without_a_position(engine, make_trader):
+    market_maker, trader = long_of(engine, make_trader, 1, usdt="5200")
+    stop_loss = submit(trader, side="Sell", order_qty=1_000_000, ord_type="Stop", stop_px="45000")  # no ReduceOnly
+    assert stop_loss.unmargined_qty == 1_000_000
+    submit(market_maker, side="Buy", order_qty=1_000_000, price="52000")
+    settle(engine)
+    submit(trader, side="Sell", order_qty=1_000_000, ord_type="Market", exec_inst="Close")
+    settle(engine)
+    assert position(trader).current_qty == 0 and fresh(stop_loss).ord_status == OrdStatus.UNTRIGGERED
+    seller = make_trader()
+    submit(market_maker, side="Buy", order_qty=2_000_000, price="44000")
+    submit(seller, side="Sell", order_qty=1_000_000, price="44000")  # the price falls through the stop
+    settle(engine)
+    assert fresh(stop_loss).ord_status == OrdStatus.CANCELED and stop_loss.cum_qty == 0
+    assert stop_loss.text.startswith("Canceled: the position it would have reduced is gone")
+    assert position(trader).current_qty == 0
+
+
+def test_an_amend_takes_its_unmargined_part_from_the_position_as_it_stands(engine, make_trader):
+    market_maker, trader = long_of(engine, make_trader, 1)
+    take_profit = submit(trader, side="Sell", order_qty=1_000_000, price="55000")
+    settle(engine)
+    services.amend_order(account=trader, order=take_profit, order_qty=3_000_000)  # closes 1, opens 2
+    settle(engine)
+    fresh(take_profit)
+    assert (take_profit.leaves_qty, take_profit.unmargined_qty) == (3_000_000, 1_000_000)
+    assert take_profit.margin_reserved == 2 * D(5500) + 3 * D("41.25")
+
+
+@pytest.mark.parametrize("stop_inst, take_profit", [
+    ("ReduceOnly", dict(price="55000", exec_inst="ReduceOnly")),
+    ("Close", dict(price="55000", exec_inst="ReduceOnly")),
+    ("Close", dict(ord_type="LimitIfTouched", stop_px="50000", price="56000", exec_inst="Close")),  # triggered, resting
+])
+def test_a_stop_loss_closes_the_position_beside_a_resting_take_profit_which_is_canceled(engine, make_trader,
+                                                                                        stop_inst, take_profit):
+    market_maker, trader = long_of(engine, make_trader, 1)
+    tp = submit(trader, side="Sell", order_qty=1_000_000, **take_profit)
+    sl = submit(trader, side="Sell", order_qty=1_000_000, ord_type="Stop", stop_px="48000", exec_inst=stop_inst)
+    settle(engine)
+    assert fresh(tp).ord_status == OrdStatus.NEW and fresh(sl).ord_status == OrdStatus.UNTRIGGERED
+    submit(market_maker, side="Buy", order_qty=3_000_000, price="47000")
+    submit(make_trader(), side="Sell", order_qty=1_000_000, price="47000")  # trades at 47,000: through the stop
+    settle(engine)
+    assert (fresh(sl).ord_status, sl.cum_qty, position(trader).current_qty) == (OrdStatus.FILLED, 1_000_000, 0)
+    assert fresh(tp).ord_status == OrdStatus.CANCELED and tp.text == "Canceled: ReduceOnly order exceeded the position"
+
+
+def test_the_least_aggressive_reduce_only_order_is_cut_first(engine, make_trader):
+    market_maker, trader = long_of(engine, make_trader, 1)
+    far = submit(trader, side="Sell", order_qty=500_000, price="60000", exec_inst="ReduceOnly")
+    near = submit(trader, side="Sell", order_qty=500_000, price="52000", exec_inst="ReduceOnly")
+    settle(engine)
+    submit(market_maker, side="Buy", order_qty=500_000, price="49000")
+    submit(trader, side="Sell", order_qty=500_000, ord_type="Market")  # 1 XBT long -> 0.5
+    settle(engine)
+    assert position(trader).current_qty == 500_000
+    assert fresh(near).ord_status == OrdStatus.NEW and fresh(far).ord_status == OrdStatus.CANCELED
+
+
+def trade_at(engine, make_trader, price: str) -> None:
+    """A trade of 1 XBT at `price` between two traders of its own."""
+    submit(make_trader(), side="Sell", order_qty=1_000_000, price=price)
+    settle(engine)
+    submit(make_trader(), side="Buy", order_qty=1_000_000, price=price)
+    settle(engine)
+
+
+def test_a_trailing_stop_is_pegged_at_the_engines_price_when_it_takes_the_order(engine, make_trader):
+    market_maker, trader = long_of(engine, make_trader, 1)
+    submit(market_maker, side="Buy", order_qty=5_000_000, price="48500")
+    submit(make_trader(), side="Sell", order_qty=1_000_000, price="48500")  # queued: the web still sees 50,000
+    trail = submit(trader, side="Sell", order_qty=1_000_000, ord_type="Stop", peg_price_type="TrailingStopPeg",
+                   peg_offset_value="-1000", exec_inst="ReduceOnly")
+    assert trail.stop_px == D(49000)  # at the price the web knows: where its margin would be reserved
+    settle(engine)
+    # 1,000 below the 48,500 the engine had: not triggered at once at 49,000
+    assert (fresh(trail).ord_status, trail.stop_px) == (OrdStatus.UNTRIGGERED, D(47500))
+    assert position(trader).current_qty == 1_000_000
+
+
+def test_a_trailing_stops_offset_is_amended_and_its_stop_px_is_refused(engine, make_trader):
+    trade_at(engine, make_trader, "50000")
+    trader = make_trader()
+    trail = submit(trader, side="Sell", order_qty=1_000_000, ord_type="Stop", peg_price_type="TrailingStopPeg",
+                   peg_offset_value="-1000")
+    settle(engine)
+    with pytest.raises(OrderRejected, match="a trailing order's stopPx follows the price; amend its pegOffsetValue"):
+        services.amend_order(account=trader, order=trail, stop_px="47000")
+    with pytest.raises(OrderRejected, match="trails below it"):
+        services.amend_order(account=trader, order=trail, peg_offset_value="500")
+    services.amend_order(account=trader, order=trail, peg_offset_value="-3000")
+    settle(engine)
+    assert (fresh(trail).peg_offset_value, trail.stop_px, trail.ord_status) == (D(-3000), D(47000), OrdStatus.UNTRIGGERED)
+    trade_at(engine, make_trader, "52000")
+    assert fresh(trail).stop_px == D(49000)  # trails at its new offset
+    limit = submit(trader, side="Buy", order_qty=1_000_000, price="40000")
+    with pytest.raises(OrderRejected, match="the order does not trail the price"):
+        services.amend_order(account=trader, order=limit, peg_offset_value="-100")
+    settle(engine)
+
+
+def test_a_trailing_take_profit_follows_the_price_down_and_triggers_on_the_rebound(engine, make_trader):
+    market_maker, trader = long_of(engine, make_trader, 1)
+    with pytest.raises(OrderRejected, match="Invalid pegOffsetValue"):  # a sell take-profit trails above the price
+        submit(trader, side="Sell", order_qty=1_000_000, ord_type="MarketIfTouched", peg_price_type="TrailingStopPeg",
+               peg_offset_value="-1000", exec_inst="Close")
+    take_profit = submit(trader, side="Sell", order_qty=1_000_000, ord_type="MarketIfTouched",
+                         peg_price_type="TrailingStopPeg", peg_offset_value="1000", exec_inst="Close")
+    settle(engine)
+    assert (fresh(take_profit).stop_px, take_profit.ord_status) == (D(51000), OrdStatus.UNTRIGGERED)
+    trade_at(engine, make_trader, "48000")
+    assert fresh(take_profit).stop_px == D(49000)  # followed the price down
+    trade_at(engine, make_trader, "48500")
+    assert fresh(take_profit).stop_px == D(49000)  # and never back up
+    submit(market_maker, side="Buy", order_qty=1_000_000, price="48900")
+    trade_at(engine, make_trader, "49000")
+    assert fresh(take_profit).ord_status == OrdStatus.FILLED and position(trader).current_qty == 0
+
+
+def test_a_close_order_without_side_or_quantity_closes_the_position(engine, make_trader):
+    market_maker, trader = long_of(engine, make_trader, 1)
+    with pytest.raises(OrderRejected, match="there is no XBTUSDT position to close"):
+        submit(make_trader(), exec_inst="Close")
+    submit(market_maker, side="Buy", order_qty=2_000_000, price="49000")
+    close = submit(trader, exec_inst="Close")  # BitMEX: {"symbol": ..., "execInst": "Close"}
+    assert (close.side, close.ord_type) == ("Sell", "Market")
+    settle(engine)
+    assert fresh(close).ord_status == OrdStatus.FILLED and position(trader).current_qty == 0

@@ -3,7 +3,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
-from matching.engine import DEFAULT_BATCH_SIZE, Engine, prepare_statements_on_the_server
+from matching.engine import DEFAULT_BATCH_SIZE, Engine, SymbolTaken, own_instruments, prepare_statements_on_the_server
 
 
 class Command(BaseCommand):
@@ -22,4 +22,12 @@ class Command(BaseCommand):
             signal.signal(signum, lambda *_: stopping.append(True))
         prepare_statements_on_the_server()
         name = "engine:" + ",".join(sorted(symbols)) if symbols else "engine"
-        Engine(symbols=symbols, consumer=name, batch_size=batch_size, pipelined=True).run(stop=lambda: bool(stopping))
+        engine = Engine(symbols=symbols, consumer=name, batch_size=batch_size, pipelined=True)
+        try:
+            owner = own_instruments(engine.instrument_rows)
+        except SymbolTaken as error:
+            raise CommandError(str(error)) from None
+        try:
+            engine.run(stop=lambda: bool(stopping))
+        finally:
+            owner.close()
