@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.services import main_account
-from config.api import BadRequest, json_object, list_query
+from config.api import BadRequest, json_object, list_query, loads
 from matching import rows, selectors, services
 from matching.models import OPEN_STATUSES, Instrument
 
@@ -20,10 +20,15 @@ AMEND_FIELDS = {"orderQty": "order_qty", "leavesQty": "leaves_qty", "price": "pr
 AMEND_KEYS = {"orderID", "origClOrdID", "clOrdID"}  # which order; ccxt repeats its clOrdID as clOrdID
 
 
+MAX_TEXT = 200  # the order's and command's text columns
+
+
 def _check_strings(body: dict, names) -> None:
     for name in names:
         if body.get(name) is not None and not isinstance(body[name], str):
             raise BadRequest(f"{name} must be a string")
+    if len(body.get("text") or "") > MAX_TEXT:
+        raise BadRequest(f"text is at most {MAX_TEXT} characters")
 
 
 def _as_list(value) -> list:
@@ -102,9 +107,32 @@ class OrderAllView(PrivateView):
 
 
 class PositionView(PrivateView):
-    @extend_schema(summary="Your positions")
+    @extend_schema(summary="Your positions; `filter` (JSON: symbol, currency, isOpen), `columns` (a JSON list), `count`")
     def get(self, request):
-        return Response([rows.position_row(p) for p in selectors.positions_for(account=self.account(request))])
+        query = list_query(request.query_params, max_count=500)
+        columns = _columns(request.query_params.get("columns"))
+        positions = [rows.position_row(p) for p in selectors.positions_for(account=self.account(request), query=query)]
+        if columns:
+            if unknown := columns - rows.POSITION_COLUMNS:
+                raise BadRequest(f"Unknown column(s): {', '.join(sorted(unknown))}")
+            # BitMEX keeps a row's keys whatever columns asks for
+            positions = [{k: v for k, v in row.items() if k in columns | POSITION_KEYS} for row in positions]
+        return Response(positions)
+
+
+POSITION_KEYS = {"account", "symbol", "currency"}
+
+
+def _columns(raw) -> set[str]:
+    if raw in (None, ""):
+        return set()
+    try:
+        names = loads(raw)
+    except ValueError:
+        raise BadRequest("columns must be a JSON list of field names") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BadRequest("columns must be a JSON list of field names")
+    return set(names)
 
 
 class LeverageView(PrivateView):

@@ -149,6 +149,15 @@ def trade_row(execution: Execution) -> dict:
     }
 
 
+POSITION_COLUMNS = frozenset({
+    "account", "symbol", "currency", "underlying", "quoteCurrency", "commission", "initMarginReq", "maintMarginReq",
+    "leverage", "crossMargin", "currentQty", "isOpen", "markPrice", "markValue", "homeNotional", "foreignNotional",
+    "currentCost", "posCost", "posInit", "posMargin", "initMargin", "maintMargin", "realisedPnl", "rebalancedPnl",
+    "unrealisedPnl", "unrealisedPnlPcnt", "unrealisedRoePcnt", "avgCostPrice", "avgEntryPrice", "breakEvenPrice",
+    "liquidationPrice", "bankruptPrice", "openingTimestamp", "timestamp", "lastPrice"
+})  # position_row's fields
+
+
 def position_row(position: Position) -> dict:
     instrument = position.instrument
     settle = instrument.settle_asset

@@ -279,14 +279,21 @@ def book_problems() -> list[str]:
 
 # ---------- API reads ----------
 
+def _flag(value, name: str) -> bool:
+    """A filter's true or false (1 and 0 are not: 1 == True in Python)."""
+    if value is True or value == "true":
+        return True
+    if value is False or value == "false":
+        return False
+    raise ValueError(f"filter {name} must be true or false")
+
+
 def _filtered(queryset, query, time_field: str, filter_fields: dict):
     if query.symbol:
         queryset = queryset.filter(instrument__symbol=query.symbol)
     for key, value in query.filter.items():
         if key == "open":
-            if value not in (True, False, "true", "false"):
-                raise ValueError("filter open must be true or false")
-            queryset = queryset.filter(ord_status__in=OPEN_STATUSES) if value in (True, "true") else queryset.exclude(
+            queryset = queryset.filter(ord_status__in=OPEN_STATUSES) if _flag(value, key) else queryset.exclude(
                 ord_status__in=OPEN_STATUSES)
         elif key in filter_fields:
             values = value if isinstance(value, list) else [value]
@@ -338,9 +345,25 @@ def _check_uuids(value, field: str) -> None:
             raise ValueError(f"Invalid {field}: {item}") from None
 
 
-def positions_for(*, account) -> list[Position]:
-    return list(Position.objects.select_related("instrument", "instrument__settle_asset")
-                .filter(account=account).order_by("instrument__symbol"))
+POSITION_FILTERS = {"symbol": "instrument__symbol", "currency": "instrument__settle_asset__currency"}
+
+
+def positions_for(*, account, query=None) -> list[Position]:
+    """The account's positions by symbol; a list query's `symbol`, `count` and `filter` (symbol,
+    currency, isOpen) narrow them."""
+    positions = Position.objects.select_related("instrument", "instrument__settle_asset").filter(account=account)
+    if query is None:
+        return list(positions.order_by("instrument__symbol"))
+    if query.symbol:
+        positions = positions.filter(instrument__symbol=query.symbol)
+    for key, value in query.filter.items():
+        if key == "isOpen":
+            positions = positions.exclude(current_qty=0) if _flag(value, key) else positions.filter(current_qty=0)
+        elif key in POSITION_FILTERS:
+            positions = positions.filter(**{f"{POSITION_FILTERS[key]}__in": value if isinstance(value, list) else [value]})
+        else:
+            raise ValueError(f"Unsupported filter field: {key}")
+    return list(positions.order_by("instrument__symbol")[:query.count])
 
 
 def instruments(*, symbol: str | None = None, active_only: bool = False) -> list[Instrument]:

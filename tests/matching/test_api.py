@@ -58,6 +58,31 @@ def test_place_amend_and_cancel_an_order_with_bitmex_fields(engine, api):
     assert client.get("/api/v1/order", {"filter": json.dumps({"open": True})}).json() == []
 
 
+def test_positions_are_filtered_counted_and_cut_to_the_columns_asked(engine, api):
+    from matching import rows
+
+    seller, buyer = api(), api()
+    post(seller, "order", {"symbol": "XBTUSD", "side": "Sell", "orderQty": 1000, "price": 50000})
+    settle(engine)
+    post(buyer, "order", {"symbol": "XBTUSD", "side": "Buy", "orderQty": 1000, "ordType": "Market"})
+    post(buyer, "position/leverage", {"symbol": "XBTUSDT", "leverage": 20})  # a position row without a position
+    settle(engine)
+    every = buyer.get("/api/v1/position").json()
+    assert {p["symbol"] for p in every} == {"XBTUSD", "XBTUSDT"} and set(every[0]) == rows.POSITION_COLUMNS
+    (open_one,) = buyer.get("/api/v1/position", {"filter": '{"isOpen": true}'}).json()
+    assert open_one["symbol"] == "XBTUSD"
+    assert [p["symbol"] for p in buyer.get("/api/v1/position", {"filter": '{"currency": "USDt"}'}).json()] == ["XBTUSDT"]
+    assert len(buyer.get("/api/v1/position", {"count": 1}).json()) == 1
+    (cut,) = buyer.get("/api/v1/position", {"filter": '{"symbol": "XBTUSD"}', "columns": '["currentQty"]'}).json()
+    assert cut == {"account": open_one["account"], "symbol": "XBTUSD", "currency": "XBt", "currentQty": 1000}
+    for params, message in (({"columns": '["nope"]'}, "Unknown column(s): nope"),
+                            ({"columns": "currentQty"}, "columns must be a JSON list"),
+                            ({"filter": '{"isOpen": 1}'}, "filter isOpen must be true or false"),
+                            ({"filter": '{"side": "Buy"}'}, "Unsupported filter field: side")):
+        response = buyer.get("/api/v1/position", params)
+        assert response.status_code == 400 and message in response.json()["error"]["message"], params
+
+
 def test_cancel_all_returns_a_list_even_when_empty(engine, api):
     client = api()
     assert delete(client, "order/all").json() == []
@@ -218,6 +243,8 @@ def send(client, method, path, body):
     ("post", "order", {**BUY, "symbol": "XBT\x00USDT"}),
     ("post", "order", {**BUY, "clOrdID": "a\x00b"}),
     ("post", "order", {**BUY, "text": "a\x00b"}),
+    ("post", "order", {**BUY, "text": "x" * 201}),
+    ("delete", "order/all", {"text": "x" * 201}),
     ("post", "order", {**BUY, "ordType": "Stop", "price": None, "pegPriceType": "TrailingStopPeg",
                        "pegOffsetValue": "1e30"}),
     ("post", "order", {**BUY, "pegOffsetValue": 5}),
