@@ -197,6 +197,7 @@ CELERY_BEAT_SCHEDULE = {
     "audit-books": {"task": "accounts.tasks.audit_books", "schedule": 60.0},
     "settle-profit-shares": {"task": "copytrade.tasks.settle_profit_shares", "schedule": crontab(minute=5, hour=0)},
     "copy-equity-stops": {"task": "copytrade.tasks.check_equity_stops", "schedule": 15.0},
+    "close-stopped-copies": {"task": "copytrade.tasks.close_stopped_copies", "schedule": 5.0},
     "copy-missed-executions": {"task": "copytrade.tasks.copy_missed_executions", "schedule": 5.0},
 }
 # a leader's fills are copied in order: the fan-out has its own queue and a worker with one process

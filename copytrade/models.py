@@ -34,8 +34,8 @@ class Leader(models.Model):
     # statistics count the executions settled in this asset (PnL in one currency adds up)
     stats_asset = models.ForeignKey(Asset, on_delete=models.PROTECT, default="USDT", related_name="+")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
-    # the last of the leader's executions the fan-out has handled: a later one that is some seconds
-    # old was never announced (the engine stopped between its commit and the hook) and is caught up
+    # the catch-up's mark: each of the leader's executions up to this one was copied (it has a
+    # CopiedExecution row) or is past the catch-up window; only those above it are looked at
     copied_through = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -83,6 +83,10 @@ class Follow(models.Model):
     high_water_mark = models.DecimalField(**MONEY, default=Decimal(0))
     profit_share_paid = models.DecimalField(**MONEY, default=Decimal(0))
     stop_reason = models.CharField(max_length=200, blank=True, default="")
+    # stopped, but its orders, positions (unless kept) or profit share not yet all dealt with: a
+    # worker that dies in the middle of an unfollow leaves this set, and the periodic task finishes
+    closing = models.BooleanField(default=False)
+    close_positions = models.BooleanField(default=True)  # on stopping: close at market, or keep them
     created_at = models.DateTimeField(auto_now_add=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
 
@@ -91,7 +95,8 @@ class Follow(models.Model):
             models.UniqueConstraint(fields=["follower", "leader"], condition=~Q(status="stopped"),
                                     name="follow_one_live_per_leader"),
         ]
-        indexes = [models.Index(fields=["leader", "status"])]
+        indexes = [models.Index(fields=["leader", "status"]),
+                   models.Index(fields=["id"], condition=Q(closing=True), name="follow_closing")]
 
 
 class CopiedOrder(models.Model):
@@ -118,6 +123,15 @@ class CopiedOrder(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["follow", "leader_execution", "reduce_only"],
                                                name="copied_order_once")]
+
+
+class CopiedExecution(models.Model):
+    """A leader execution whose copies are all stored (or that copied to nobody): the catch-up copies
+    the recent executions above the leader's mark that have none. Deleted once past the catch-up
+    window, so the table holds minutes of fills, not the leaders' history."""
+
+    execution_id = models.BigIntegerField(primary_key=True)  # no foreign key: as on CopiedOrder
+    created_at = models.DateTimeField(db_index=True)
 
 
 class ProfitShareSettlement(models.Model):

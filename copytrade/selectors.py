@@ -1,5 +1,5 @@
 """Reads of leaders, follows, copied orders and leader statistics."""
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
@@ -51,6 +51,46 @@ def follows_to_copy(*, leader: Leader, followed_before) -> list[CopyingFollow]:
     rows = (Follow.objects.filter(leader=leader, created_at__lt=followed_before).exclude(status=Follow.Status.STOPPED)
             .order_by("pk").values_list(*CopyingFollow._fields))
     return [CopyingFollow(*row) for row in rows]
+
+
+class CatchUpRow(NamedTuple):
+    execution_id: int
+    leader_id: int
+    created_at: datetime
+    copied: bool  # the fan-out has stored its copies (CopiedExecution)
+
+
+CATCH_UP_BATCH = 10_000  # a leader's executions per catch-up run: a backlog is read in steps
+
+
+def executions_above_marks(*, before: datetime, limit: int = CATCH_UP_BATCH) -> list[CatchUpRow]:
+    """Each active leader's executions above its catch-up mark that were created before `before`
+    (its first `limit`), oldest first, and whether their copies are stored."""
+    rows = fetch_all(
+        "SELECT e.id, l.id, e.created_at, "
+        "EXISTS (SELECT 1 FROM copytrade_copiedexecution c WHERE c.execution_id = e.id) "
+        "FROM copytrade_leader l CROSS JOIN LATERAL ("
+        # the LIMIT keeps this apart, so that each leader's rows are one range of the (account, id)
+        # index; joined flat, every execution of the leaders was read (3 million: 0.9 s, against 3 ms)
+        " SELECT x.id, x.created_at FROM matching_execution x"
+        " WHERE x.account_id = l.account_id AND x.id > l.copied_through AND x.created_at < %s"
+        " ORDER BY x.id LIMIT %s) e "
+        "WHERE l.status = %s ORDER BY e.id", [before, limit, Leader.Status.ACTIVE])
+    return [CatchUpRow(*row) for row in rows]
+
+
+def leaders_with_uncounted_executions(*, before: datetime) -> list[int]:
+    """The active leaders with an execution in their statistics currency, created before `before`,
+    that their statistics have not counted yet."""
+    rows = fetch_all(
+        "SELECT s.leader_id FROM copytrade_leaderstats s JOIN copytrade_leader l ON l.id = s.leader_id "
+        "CROSS JOIN LATERAL ("
+        # as above: one index range a leader (as an EXISTS, a merge over all their executions: 0.86 s)
+        " SELECT 1 FROM matching_execution x JOIN matching_instrument i ON i.id = x.instrument_id"
+        " WHERE x.account_id = l.account_id AND x.id > s.last_execution_id AND x.created_at < %s"
+        " AND i.settle_asset_id = l.stats_asset_id LIMIT 1) e "
+        "WHERE l.status = %s ORDER BY s.leader_id", [before, Leader.Status.ACTIVE])
+    return [leader_id for (leader_id,) in rows]
 
 
 def copy_realized_pnl(*, follow: Follow) -> Decimal:

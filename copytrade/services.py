@@ -1,18 +1,22 @@
 """Every write of copy trading: leading, following, the fan-out of a leader's fills, profit share."""
 import logging
+import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Account, Balance, LedgerEntry
 from accounts.selectors import asset_named
 from accounts.services import check_digits, main_account, post_transaction, transfer
 from copytrade import calculations, hooks, selectors
-from copytrade.models import CopiedOrder, Follow, Leader, LeaderDay, LeaderStats, ProfitShareSettlement
+from copytrade.models import (
+    CopiedExecution, CopiedOrder, Follow, Leader, LeaderDay, LeaderStats, ProfitShareSettlement,
+)
 from matching import persistence, streams
 from matching import selectors as trading_selectors
 from matching.contracts import ContractTerms
@@ -92,10 +96,13 @@ def apply_to_lead(*, user, display_name: str, description: str = "", tags=(), pr
         raise CopyRejected("you already lead")
     if Leader.objects.filter(display_name__iexact=display_name).exists():
         raise CopyRejected("that name is taken")
+    account = main_account(user)
+    # the fills from before leading are never copied: the catch-up starts above them
+    last_execution = Execution.objects.filter(account=account).order_by("-pk").values_list("pk", flat=True).first()
     try:
         with transaction.atomic():
-            leader = Leader.objects.create(user=user, account=main_account(user), display_name=display_name,
-                                           **fields)
+            leader = Leader.objects.create(user=user, account=account, display_name=display_name,
+                                           copied_through=last_execution or 0, **fields)
             LeaderStats.objects.create(leader=leader)
     except IntegrityError:
         # a concurrent application committed first (the unique index made this insert wait for it)
@@ -288,36 +295,92 @@ def set_status(*, follow: Follow, status: str) -> Follow:
 
 
 def unfollow(*, follow: Follow, close_positions: bool = True, reason: str = "unfollowed") -> Follow:
-    """Stops copying; cancels the copy account's orders, closes its positions at market (or keeps
-    them), and settles the profit share."""
+    """Stops copying at once; then cancels the copy account's orders, closes its positions at market
+    (or keeps them) and settles the profit share. The stop is stored first, as `closing`: a worker
+    that dies in the middle leaves the rest to `close_stopped_copies`, and a repeated unfollow
+    carries on from where the first one stopped."""
     with transaction.atomic():
         follow = Follow.objects.select_for_update().get(pk=follow.pk)
-        if follow.status == Follow.Status.STOPPED:
-            return follow
-        follow.status = Follow.Status.STOPPED
-        follow.stopped_at = timezone.now()
-        follow.stop_reason = reason
-        follow.save(update_fields=["status", "stopped_at", "stop_reason"])
-    account = follow.account
-    open_orders = list(Order.objects.select_related("instrument").filter(account=account,
-                                                                          ord_status__in=OPEN_STATUSES))
-    if open_orders:
-        cancel_orders(orders=open_orders, text="Canceled: copy stopped", wait=0)
-    if close_positions:
-        close_copy_positions(follow=follow, text=f"copy stopped: {reason}")
-    settle_profit_share(follow=follow, reason="unfollow")
+        if follow.status != Follow.Status.STOPPED:
+            follow.status = Follow.Status.STOPPED
+            follow.stopped_at = timezone.now()
+            follow.stop_reason = reason
+            follow.closing = True
+            follow.close_positions = close_positions
+            follow.save(update_fields=["status", "stopped_at", "stop_reason", "closing", "close_positions"])
+    if follow.closing:
+        close_stopped_copy(follow=follow)
+        follow.refresh_from_db()
     return follow
 
 
+def close_stopped_copy(*, follow: Follow) -> bool:
+    """One step of closing a stopped copy, safe to repeat: cancels its open orders and closes its
+    positions at market (unless kept); once the engine has left nothing open, settles the profit
+    share and ends `closing` in ONE transaction, so the stop is settled once. True when closed."""
+    follow = Follow.objects.select_related("account").filter(pk=follow.pk, closing=True).first()
+    if follow is None:
+        return True
+    prefix = _close_prefix(follow)
+    open_orders = list(Order.objects.select_related("instrument").filter(account_id=follow.account_id,
+                                                                          ord_status__in=OPEN_STATUSES))
+    others = [o for o in open_orders if not o.cl_ord_id.startswith(prefix)]
+    if others:
+        # repeated before the engine applied the first, a cancel is refused by it: harmless
+        cancel_orders(orders=others, text="Canceled: copy stopped", wait=0)
+    if follow.close_positions:
+        close_copy_positions(follow=follow, text=f"copy stopped: {follow.stop_reason}"[:200])
+    if open_orders:
+        return False  # the engine has yet to apply the cancels and closes: a later step settles
+    with transaction.atomic():
+        follow = Follow.objects.select_for_update().get(pk=follow.pk)
+        if not follow.closing:
+            return True
+        if Order.objects.filter(account_id=follow.account_id, ord_status__in=OPEN_STATUSES).exists() or (
+                follow.close_positions and _open_positions(follow).exists()):
+            return False
+        settle_profit_share(follow=follow, reason="unfollow")
+        follow.closing = False
+        follow.save(update_fields=["closing"])
+    return True
+
+
+def close_stopped_copies() -> int:
+    """Carries on closing every stopped copy still `closing` (celery beat); returns how many closed.
+    One that fails is logged and tried again at the next run; it never blocks the others."""
+    closed = 0
+    for follow in Follow.objects.filter(closing=True).order_by("pk"):
+        try:
+            closed += close_stopped_copy(follow=follow)
+        except Exception:
+            log.exception("could not close stopped copy %s", follow.pk)
+    return closed
+
+
+def _close_prefix(follow: Follow) -> str:
+    return f"close-{follow.pk}-"
+
+
+def _open_positions(follow: Follow):
+    return Position.objects.select_related("instrument", "instrument__settle_asset").filter(
+        account_id=follow.account_id).exclude(current_qty=0)
+
+
 def close_copy_positions(*, follow: Follow, text: str) -> None:
-    positions = Position.objects.select_related("instrument", "instrument__settle_asset").filter(
-        account=follow.account).exclude(current_qty=0)
-    for position in positions:
-        side = Side.SELL if position.current_qty > 0 else Side.BUY
-        submit_orders_bulk(instrument=position.instrument, orders=[BulkOrder(
-            account_id=follow.account_id, side=side, order_qty=abs(position.current_qty), ord_type=OrdType.MARKET,
-            price=None, time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL, exec_inst="Close",
-            cl_ord_id=f"close-{follow.pk}-{position.pk}-{timezone.now().timestamp():.3f}"[:36], text=text)])
+    """A market Close order for each open position of the copy that has none on its way to the engine.
+    Under the follow's lock, so two closers at once (unfollow and the periodic task) place one."""
+    prefix = _close_prefix(follow)
+    with transaction.atomic():  # the orders go to the engine after the commit
+        Follow.objects.select_for_update().values_list("pk", flat=True).get(pk=follow.pk)
+        closing = set(Order.objects.filter(account_id=follow.account_id, ord_status__in=OPEN_STATUSES,
+                                           cl_ord_id__startswith=prefix).values_list("instrument_id", flat=True))
+        for position in _open_positions(follow).exclude(instrument_id__in=closing):
+            side = Side.SELL if position.current_qty > 0 else Side.BUY
+            # a new clOrdID per attempt: one the book canceled unfilled is followed by another
+            submit_orders_bulk(instrument=position.instrument, orders=[BulkOrder(
+                account_id=follow.account_id, side=side, order_qty=abs(position.current_qty), ord_type=OrdType.MARKET,
+                price=None, time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL, exec_inst="Close",
+                cl_ord_id=f"{prefix}{position.instrument_id}-{time.time_ns() // 1_000_000}", text=text)])
 
 
 # ---------- the fan-out ----------
@@ -361,28 +424,43 @@ def warm_up_fan_out() -> None:
 
 def copy_missed_executions(*, older_than: timedelta = timedelta(seconds=5),
                            window: timedelta = timedelta(minutes=10)) -> int:
-    """Copies leader executions the fan-out never handled: the engine stopped between committing
-    them and announcing them. Exactly once as ever (clOrdIDs); older than `window` a trade is not
-    copied any more. Also brings the leaders' statistics up to their last execution."""
+    """Copies the leader executions the fan-out never handled: the engine stopped between committing
+    them and announcing them, or the announcement failed. Those above each leader's mark that are
+    older than `older_than` and have no CopiedExecution row are copied (exactly once as ever:
+    clOrdIDs), whatever later fills were copied meanwhile; older than `window` a trade is not copied
+    any more. The mark then moves past them, so each run reads seconds of fills, however long the
+    leader's history. Also brings the leaders' statistics up to their last execution."""
     now = timezone.now()
-    missed = list(Execution.objects.filter(account__leader__status=Leader.Status.ACTIVE,
-                                           pk__gt=F("account__leader__copied_through"),
-                                           created_at__lt=now - older_than, created_at__gte=now - window)
-                  .order_by("pk").values_list("pk", flat=True))
+    rows = selectors.executions_above_marks(before=now - older_than)
+    missed = [(r.execution_id, r.leader_id) for r in rows if not r.copied and r.created_at >= now - window]
+    expired = sum(1 for r in rows if not r.copied and r.created_at < now - window)
+    if expired:
+        log.warning("%d leader executions older than %s were never copied and no longer will be", expired, window)
     if missed:
         log.warning("copying %d leader executions that were never announced", len(missed))
-        copy_leader_executions(execution_ids=missed)
-    behind = LeaderStats.objects.filter(leader__status=Leader.Status.ACTIVE).filter(
-        Exists(Execution.objects.filter(account_id=OuterRef("leader__account_id"), pk__gt=OuterRef("last_execution_id"),
-                                        instrument__settle_asset_id=OuterRef("leader__stats_asset_id"),
-                                        created_at__lt=now - older_than)))
-    for leader_id in behind.values_list("leader_id", flat=True):
+    copied = len(missed)
+    failed = set()  # a leader whose missed fill could not be copied keeps its mark: the next run tries again
+    for pk, leader_id in missed:
+        try:
+            copy_leader_executions(execution_ids=[pk])
+        except Exception:
+            log.exception("could not copy leader execution %s", pk)
+            failed.add(leader_id)
+            copied -= 1
+    marks = {r.leader_id: r.execution_id for r in rows if r.leader_id not in failed}  # rows ascend: the last
+    for leader_id, pk in marks.items():
+        Leader.objects.filter(pk=leader_id, copied_through__lt=pk).update(copied_through=pk)
+    # the rows of executions long past the window: no run reads them again
+    CopiedExecution.objects.filter(created_at__lt=now - 2 * window).delete()
+    for leader_id in selectors.leaders_with_uncounted_executions(before=now - older_than):
         update_leader_stats(leader_id=leader_id)
-    return len(missed)
+    return copied
 
 
-def _mark_copied(leader: Leader, execution: Execution) -> None:
-    Leader.objects.filter(pk=leader.pk, copied_through__lt=execution.pk).update(copied_through=execution.pk)
+def _record_copied(execution: Execution) -> None:
+    """Every outcome of the execution is stored: the catch-up leaves it alone."""
+    CopiedExecution.objects.bulk_create([CopiedExecution(execution_id=execution.pk, created_at=timezone.now())],
+                                        ignore_conflicts=True)
 
 
 def _copy_execution(execution: Execution) -> int:
@@ -391,7 +469,7 @@ def _copy_execution(execution: Execution) -> int:
     asset = instrument.settle_asset_id
     follows = selectors.follows_to_copy(leader=leader, followed_before=execution.created_at)
     if not follows:
-        _mark_copied(leader, execution)
+        _record_copied(execution)
         return 0
     now = timezone.now()
     skipped: list[tuple[selectors.CopyingFollow, str, str, int, bool]] = []  # follow, reason, side, qty, reduce_only
@@ -434,7 +512,7 @@ def _copy_execution(execution: Execution) -> int:
                              result.reason[:200], now))
             persistence.insert_ignoring_duplicates("copytrade_copiedorder", COPIED_ORDER_COLUMNS, rows)
             if number == len(chunks) - 1:
-                _mark_copied(leader, execution)
+                _record_copied(execution)
         request_follows += chunk_follows
         results += placed
     _protect_positions(execution, request_follows, results, instrument)
@@ -543,17 +621,32 @@ def _protect_positions(execution: Execution, request_follows, results, instrumen
                 time_in_force=TimeInForce.IMMEDIATE_OR_CANCEL, exec_inst="Close",
                 cl_ord_id=f"{kind}{execution.pk}-{follow.pk}", text=f"copy {kind}", stop_px=stop))
     if by_instrument:
-        _replace_protection(by_instrument, instrument)
+        _replace_protection(execution.pk, by_instrument, instrument)
 
 
-def _replace_protection(orders: list[BulkOrder], instrument: Instrument) -> None:
+PROTECTION_CL_ORD_ID = re.compile(r"(?:tp|sl)(\d+)-\d+")
+
+
+def _protected_execution(cl_ord_id: str) -> int:
+    """The leader execution a take-profit or stop-loss was placed for (0: not one of ours)."""
+    match = PROTECTION_CL_ORD_ID.fullmatch(cl_ord_id)
+    return int(match.group(1)) if match else 0
+
+
+def _replace_protection(execution_pk: int, orders: list[BulkOrder], instrument: Instrument) -> None:
+    """Cancels the pair an earlier opening placed and places this execution's. The fan-out of one
+    execution may run twice (a redelivered task, the catch-up and the queued task): the second run
+    finds its own pair (the same clOrdIDs) open and keeps it. A late copy of an older execution
+    (the catch-up) leaves a later execution's pair in place and adds none."""
     accounts = {o.account_id for o in orders}
     open_pks = trading_selectors.open_order_pks(instrument=instrument, account_ids=list(accounts))
-    stale = list(Order.objects.select_related("instrument").filter(pk__any=open_pks)
-                 .filter(Q(cl_ord_id__startswith="tp") | Q(cl_ord_id__startswith="sl")))
+    placed = list(Order.objects.select_related("instrument").filter(pk__any=open_pks)
+                  .filter(Q(cl_ord_id__startswith="tp") | Q(cl_ord_id__startswith="sl")))
+    newer = {o.account_id for o in placed if _protected_execution(o.cl_ord_id) > execution_pk}
+    stale = [o for o in placed if o.account_id not in newer and _protected_execution(o.cl_ord_id) < execution_pk]
     if stale:
         cancel_orders(orders=stale, text="Canceled: replaced by a new take-profit/stop-loss", wait=0)
-    submit_orders_bulk(instrument=instrument, orders=orders)
+    submit_orders_bulk(instrument=instrument, orders=[o for o in orders if o.account_id not in newer])
 
 
 def check_equity_stops() -> int:

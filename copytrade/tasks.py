@@ -32,3 +32,8 @@ def settle_profit_shares() -> int:
 @shared_task(acks_late=True)
 def check_equity_stops() -> int:
     return services.check_equity_stops()
+
+
+@shared_task(acks_late=True)
+def close_stopped_copies() -> int:
+    return services.close_stopped_copies()

@@ -3,14 +3,15 @@
 from decimal import Decimal as D
 
 import pytest
+from django.utils import timezone
 
-from accounts.models import Balance, SystemAccount
+from accounts.models import Balance, LedgerEntry, SystemAccount
 from accounts.services import post_transaction, system_account
 from copytrade import selectors, services
 from copytrade.models import CopiedOrder, Follow
 from copytrade.services import CopyRejected
 from matching import services as trading
-from matching.models import Order, Position
+from matching.models import OPEN_STATUSES, Order, Position
 from tests.conftest import settle
 
 pytestmark = pytest.mark.django_db
@@ -302,3 +303,147 @@ def test_a_copy_opens_at_the_leaders_leverage_or_the_follows_own(engine, market,
     trade(engine, leader.account, "Buy", 10_000_000)
     assert position(leaders_way).leverage == 20  # open: its leverage is the follower's to change
     assert position(leaders_way).current_qty > copy.current_qty
+
+
+def test_a_fill_never_announced_is_copied_even_after_a_later_fill_was(engine, market, make_trader):
+    """The engine stopped (or the announcement failed) after committing a leader's fill, and the
+    leader's next fill was announced and copied first: the catch-up still copies the first one."""
+    from datetime import timedelta
+    from unittest import mock
+
+    leader = leader_account(make_trader)
+    follow = services.follow(user=make_trader(usdt="150000", xbt="0").user, leader=leader, amount=D(100000))
+    with mock.patch("copytrade.hooks.leader_accounts", return_value=frozenset()):  # the announcement is lost
+        trade(engine, leader.account, "Buy", 10_000_000)
+    missed = leader.account.executions.latest("pk").pk
+    trade(engine, leader.account, "Buy", 10_000_000)  # announced as usual
+    assert copy_position(follow) == 1_000_000
+    assert services.copy_missed_executions(older_than=timedelta(0)) == 1
+    settle(engine)
+    assert missed in CopiedOrder.objects.filter(follow=follow).values_list("leader_execution_id", flat=True)
+    assert copy_position(follow) == 2_000_000
+    assert services.copy_missed_executions(older_than=timedelta(0)) == 0  # once
+
+
+def test_the_catch_up_reads_only_fills_above_the_leaders_mark(engine, market, make_trader):
+    """A leader's fills from before leading are not the catch-up's; a fill copied to nobody is
+    recorded like any other, so it is not copied again at every run; the mark then moves past
+    both, and a record long past the window is deleted."""
+    from datetime import timedelta
+
+    from copytrade.models import CopiedExecution, Leader
+
+    account = make_trader(usdt="1000000", xbt="0")
+    trade(engine, account, "Buy", 10_000_000)  # before leading
+    leader = services.apply_to_lead(user=account.user, display_name="early bird")
+    assert leader.copied_through == account.executions.latest("pk").pk
+    trade(engine, account, "Sell", 10_000_000)  # nobody follows yet
+    last = account.executions.latest("pk").pk
+    assert CopiedExecution.objects.filter(execution_id=last).exists()
+    assert services.copy_missed_executions(older_than=timedelta(0)) == 0
+    assert Leader.objects.get(pk=leader.pk).copied_through == last
+    CopiedExecution.objects.filter(execution_id=last).update(created_at=timezone.now() - timedelta(hours=1))
+    services.copy_missed_executions(older_than=timedelta(0))
+    assert not CopiedExecution.objects.filter(execution_id=last).exists()
+
+
+def test_a_repeated_fan_out_keeps_the_copys_take_profit_and_stop_loss(engine, market, make_trader):
+    """A redelivered task (or the catch-up and the queued task both) copies one fill twice: the
+    second run finds the take-profit and stop-loss it placed and leaves them open."""
+    leader = leader_account(make_trader)
+    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000), take_profit=D("0.10"),
+                             stop_loss=D("0.05"))
+    trade(engine, leader.account, "Buy", 10_000_000)
+    protection = Order.objects.filter(account=follow.account, exec_inst="Close", ord_status="Untriggered")
+    placed = set(protection.values_list("pk", flat=True))
+    assert len(placed) == 2
+    services.copy_leader_executions(execution_ids=list(leader.account.executions.values_list("pk", flat=True)))
+    settle(engine)
+    assert set(protection.values_list("pk", flat=True)) == placed
+    assert copy_position(follow) == 1_000_000
+
+
+def test_a_late_copy_of_an_older_fill_leaves_the_later_fills_protection(engine, market, make_trader):
+    """The catch-up copies a fill after a later one was copied: the later fill's take-profit and
+    stop-loss stay, and the older fill adds none."""
+    from datetime import timedelta
+    from unittest import mock
+
+    leader = leader_account(make_trader)
+    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000), take_profit=D("0.10"),
+                             stop_loss=D("0.05"))
+    with mock.patch("copytrade.hooks.leader_accounts", return_value=frozenset()):
+        trade(engine, leader.account, "Buy", 10_000_000)
+    later = trade(engine, leader.account, "Buy", 10_000_000)
+    later_fill = leader.account.executions.filter(order=later).latest("pk").pk
+    assert services.copy_missed_executions(older_than=timedelta(0)) == 1
+    settle(engine)
+    assert copy_position(follow) == 2_000_000
+    open_protection = Order.objects.filter(account=follow.account, exec_inst="Close", ord_status="Untriggered")
+    assert sorted(open_protection.values_list("cl_ord_id", flat=True)) == [
+        f"sl{later_fill}-{follow.pk}", f"tp{later_fill}-{follow.pk}"]
+
+
+def killed(**kwargs):
+    raise SystemExit("worker killed")
+
+
+def test_an_equity_stop_killed_after_storing_the_stop_is_closed_by_the_periodic_task(engine, market, make_trader,
+                                                                                     monkeypatch):
+    leader = leader_account(make_trader)
+    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000), equity_stop=D(99990))
+    trade(engine, leader.account, "Buy", 10_000_000)
+    assert copy_position(follow) == 1_000_000
+    with monkeypatch.context() as patched:
+        patched.setattr(services, "close_copy_positions", killed)
+        with pytest.raises(SystemExit):
+            services.check_equity_stops()
+    follow.refresh_from_db()
+    assert follow.status == "stopped" and follow.closing
+    assert services.check_equity_stops() == 0  # stopped already: not the equity stop's any more
+    assert services.close_stopped_copies() == 0  # the close order is on its way
+    settle(engine)
+    assert copy_position(follow) == 0
+    assert services.close_stopped_copies() == 1
+    assert not Follow.objects.get(pk=follow.pk).closing
+
+
+def test_a_repeated_unfollow_finishes_a_killed_one_and_settles_the_profit_share_once(engine, market, make_trader,
+                                                                                    monkeypatch):
+    from copytrade.models import ProfitShareSettlement
+
+    leader = leader_account(make_trader, profit_share_rate="0.10")
+    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000), take_profit=D("0.10"))
+    trade(engine, leader.account, "Buy", 10_000_000)
+    clearing = system_account(SystemAccount.CLEARING)
+    post_transaction(kind="realized_pnl", reference="test",  # a profit, as the engine books it
+                     legs=[(clearing.pk, "USDT", -D(1000)), (follow.account_id, "USDT", D(1000))])
+    with monkeypatch.context() as patched:
+        patched.setattr(services, "close_copy_positions", killed)
+        with pytest.raises(SystemExit):
+            services.unfollow(follow=follow)
+    assert copy_position(follow) == 1_000_000
+    assert Order.objects.filter(account=follow.account, cl_ord_id__startswith="tp", ord_status="Untriggered").exists()
+    services.unfollow(follow=follow)  # the user tries again
+    services.unfollow(follow=follow)  # and again, before the engine has closed anything: one close order
+    assert Order.objects.filter(account=follow.account, cl_ord_id__startswith=f"close-{follow.pk}-").count() == 1
+    assert Follow.objects.get(pk=follow.pk).closing
+    settle(engine)
+    assert copy_position(follow) == 0
+    assert not Order.objects.filter(account=follow.account, ord_status__in=OPEN_STATUSES).exists()
+    assert not services.unfollow(follow=follow).closing
+    assert services.close_stopped_copies() == 0  # nothing left to close
+    (settlement,) = ProfitShareSettlement.objects.filter(follow=follow)
+    assert settlement.reason == "unfollow" and settlement.amount > 0
+    assert LedgerEntry.objects.filter(account=leader.account, kind="profit_share").count() == 1
+
+
+def test_an_unfollow_that_keeps_the_positions_cancels_the_orders_and_closes_nothing(engine, market, make_trader):
+    leader = leader_account(make_trader)
+    follow = services.follow(user=make_trader().user, leader=leader, amount=D(100000), stop_loss=D("0.05"))
+    trade(engine, leader.account, "Buy", 10_000_000)
+    assert services.unfollow(follow=follow, close_positions=False).closing  # the stop-loss's cancel is queued
+    settle(engine)
+    assert services.close_stopped_copies() == 1
+    assert copy_position(follow) == 1_000_000
+    assert not Order.objects.filter(account=follow.account, ord_status="Untriggered").exists()
