@@ -9,6 +9,7 @@ committing, not already applied by it), so a crash or a redelivered entry never 
 anything (docs/ENGINE.md).
 """
 import logging
+import sys
 import time
 from array import array
 from collections import Counter
@@ -74,6 +75,8 @@ CANCEL_TEXT = {
 # setting the last price, which marks every position, by trading with itself.
 SELF_TRADE_PREVENTION = STP_CANCEL_RESTING
 AMENDED_AWAY = "Canceled: amended to no more than its filled quantity, or than its position (ReduceOnly)"
+# How many price levels a taker's reach is looked for in (Engine._reach); beyond them, its limit
+REACH_LEVELS = 200
 # An order's part that only reduced the position holds no margin (docs/ENGINE.md, "Positions and margin")
 UNMARGINED_CUT = "Quantity cut: the position it would have reduced is smaller now, and it holds no margin to open one"
 UNMARGINED_GONE = "Canceled: the position it would have reduced is gone, and it holds no margin to open one"
@@ -225,6 +228,8 @@ class SymbolState:
         # unmargined part; checked when the account's position moves (Engine._enforce_position_cover)
         self.leaning: dict[int, set[int]] = {}
         self.moved: set[int] = set()  # accounts to check: their position moved, or an order leans on it anew
+        self.by_account: dict[int, set[int]] = {}  # account -> its orders in the book
+        self.reduce_only_on = {Side.BUY.value: set(), Side.SELL.value: set()}  # resting reduce-only pks, by side
         self.positions: dict[int, LivePosition] = {}
         self.last_price: Decimal | None = instrument.last_price
         self.triggers_checked_at = object()  # the last price every conditional order was checked against
@@ -242,6 +247,22 @@ class SymbolState:
 
     def lots(self, qty: int) -> int:
         return qty // self.terms.lot_size
+
+    def hold(self, order: LiveOrder) -> None:
+        """An order goes into the book."""
+        self.orders[order.pk] = order
+        self.by_account.setdefault(order.account_id, set()).add(order.pk)
+        if order.reduce_only:
+            self.reduce_only_on[order.side].add(order.pk)  # forgotten lazily (Engine._keep_reduce_only_in_sweep)
+        self.lean(order)
+
+    def release(self, order: LiveOrder) -> None:
+        """An order leaves the book."""
+        if self.orders.pop(order.pk, None) is not None:
+            mine = self.by_account[order.account_id]
+            mine.discard(order.pk)
+            if not mine:
+                del self.by_account[order.account_id]
 
     def lean(self, order: LiveOrder) -> None:
         """A resting order that relies on its account's position to reduce it."""
@@ -304,22 +325,43 @@ class SymbolTaken(RuntimeError):
     """Another engine owns one of the symbols."""
 
 
-def own_instruments(instruments: list[Instrument]):
-    """Takes each instrument's engine lock on a connection of its own, kept open for as long as the
-    engine runs: two engines on one book would each match and write it, filling orders twice and
-    overwriting each other's positions. The lock goes with the connection, so a killed engine
-    frees its symbols at once. Returns the connection (close it to let go)."""
-    import psycopg
+class SymbolLocks:
+    """Each instrument's engine lock, held for as long as the engine runs: two engines on one book
+    would each match and write it, filling orders twice and overwriting each other's positions.
+    The locks live in one transaction, left open on a connection of their own: a pooler in
+    transaction mode keeps that connection's server process for it, and a killed engine frees its
+    symbols with its connection. The engine stops if the connection is lost (held())."""
 
-    params = {k: v for k, v in connections["default"].get_connection_params().items()
-              if k not in ("cursor_factory", "context")}  # Django's own adaptation: not needed here
-    owner = psycopg.connect(**params, autocommit=True)
-    taken = [i.symbol for i in instruments
-             if not owner.execute("SELECT pg_try_advisory_lock(%s, %s)", [ENGINE_LOCK_SPACE, i.pk]).fetchone()[0]]
-    if taken:
-        owner.close()
-        raise SymbolTaken(f"another engine is running {', '.join(taken)}")
-    return owner
+    CHECK_INTERVAL = 5.0  # seconds between checks that the locks are still held
+
+    def __init__(self, instruments: list[Instrument]):
+        import psycopg
+
+        params = {k: v for k, v in connections["default"].get_connection_params().items()
+                  if k not in ("cursor_factory", "context")}  # Django's own adaptation: not needed here
+        self.connection = psycopg.connect(**params)  # the first statement opens the transaction
+        self.connection.execute("SET LOCAL idle_in_transaction_session_timeout = 0")  # idle is its job
+        taken = [i.symbol for i in instruments if not self.connection.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, %s)", [ENGINE_LOCK_SPACE, i.pk]).fetchone()[0]]
+        if taken:
+            self.close()
+            raise SymbolTaken(f"another engine is running {', '.join(taken)}")
+        self.checked = time.monotonic()
+        self.lost = False
+
+    def held(self) -> bool:
+        """False once the locks' connection is gone (checked every CHECK_INTERVAL seconds)."""
+        if not self.lost and time.monotonic() - self.checked >= self.CHECK_INTERVAL:
+            self.checked = time.monotonic()
+            try:
+                self.connection.execute("SELECT 1")
+            except Exception:  # noqa: BLE001 - any failure means the locks may be gone
+                log.error("the connection holding this engine's symbol locks is lost")
+                self.lost = True
+        return not self.lost
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 class Engine:
@@ -359,8 +401,7 @@ class Engine:
             resting = held.filter(ord_status__in=[OrdStatus.NEW, OrdStatus.PARTIALLY_FILLED]).order_by("priority", "pk")
             records = []
             for order in LiveOrder.load(resting):
-                state.orders[order.pk] = order
-                state.lean(order)
+                state.hold(order)
                 flags = command_flags(post_only="ParticipateDoNotInitiate" in order.exec_inst, stp=SELF_TRADE_PREVENTION)
                 records.extend((order.pk, order.account_id, BUY if order.side == Side.BUY else SELL,
                                 state.ticks(order.price), state.lots(order.leaves_qty), flags))
@@ -781,18 +822,74 @@ class Engine:
                     from matching.services import market_protection_price
                     protect = order.protect_price = market_protection_price(state.instrument, order.side,
                                                                             state.last_price)
-                events = state.book.market(order.pk, order.account_id, side, lots,
-                                           state.ticks(protect) if protect else 0, tif if tif != GTC else IOC,
-                                           SELF_TRADE_PREVENTION)
+                limit = state.ticks(protect) if protect else 0
+                self._keep_reduce_only_in_sweep(state, order, limit, lots, batch)
+                events = state.book.market(order.pk, order.account_id, side, lots, limit,
+                                           tif if tif != GTC else IOC, SELF_TRADE_PREVENTION)
             else:
+                post_only = "ParticipateDoNotInitiate" in order.exec_inst
+                if not post_only:
+                    self._keep_reduce_only_in_sweep(state, order, state.ticks(order.price), lots, batch)
                 events = state.book.place(order.pk, order.account_id, side, state.ticks(order.price), lots, tif,
-                                          "ParticipateDoNotInitiate" in order.exec_inst, SELF_TRADE_PREVENTION)
+                                          post_only, SELF_TRADE_PREVENTION)
         except (ValueError, KeyError, TypeError) as error:
             self._close(state, order, batch, OrdStatus.REJECTED, f"Rejected: {error}", rejected=True)
             return
-        state.orders[order.pk] = order
-        state.lean(order)
+        state.hold(order)
         self._apply_events(state, events, batch)
+
+    def _keep_reduce_only_in_sweep(self, state: SymbolState, taker: LiveOrder, limit: int, lots: int,
+                                   batch: Batch) -> None:
+        """One taker fills an account's resting orders in book order, several at once, and the cut
+        after its trades comes too late for a reduce-only order behind the account's other orders
+        that reduce the same position: it would fill once that position is gone and open one. So,
+        before the taker goes in, the reduce-only orders it can reach are cut to what the account's
+        orders ahead of them in the book leave of the position."""
+        makers_side = Side.SELL.value if taker.side == BUY_SIDE else BUY_SIDE
+        reduce_only = state.reduce_only_on[makers_side]
+        if not reduce_only:
+            return
+        reduce_only.intersection_update(state.orders.keys())
+        reach = self._reach(state, taker, limit, lots) if reduce_only else None
+        if reach is None:
+            return
+        buying = taker.side == BUY_SIDE
+
+        def reached(o: LiveOrder) -> bool:
+            return state.ticks(o.price) <= reach if buying else state.ticks(o.price) >= reach
+
+        accounts = {state.orders[pk].account_id for pk in reduce_only if reached(state.orders[pk])}
+        accounts.discard(taker.account_id)  # its own orders meet self-trade prevention instead
+        for account_id in accounts:
+            mine = [o for o in (state.orders[pk] for pk in state.by_account[account_id])
+                    if o.side == makers_side and reached(o)]
+            mine.sort(key=lambda o: (o.price if buying else -o.price, o.priority or 0))  # the book's order
+            room = max(state.reducible(mine[0]), 0)
+            for order in mine:
+                if order.reduce_only and order.leaves_qty > room:
+                    self._cut(state, order, order.leaves_qty - room, "Canceled: ReduceOnly order exceeded the position",
+                              batch)
+                room -= min(order.leaves_qty, room)
+
+    @staticmethod
+    def _reach(state: SymbolState, taker: LiveOrder, limit: int, lots: int) -> int | None:
+        """The last price level (in ticks) a taker can fill at: where its size or its limit (0: none)
+        runs out; None when it crosses nothing. When the taker's account has orders in the book,
+        self-trade prevention may cancel some instead of filling them, so its size is no guide."""
+        buying = taker.side == BUY_SIDE
+        bids, asks = state.book.depth(REACH_LEVELS)
+        levels = asks if buying else bids
+        size_counts = not state.by_account.get(taker.account_id)
+        last, size = None, 0
+        for price, qty, _ in levels:
+            if limit and (price > limit if buying else price < limit):
+                return last
+            last, size = price, size + qty
+            if size_counts and size >= lots:
+                return last
+        if len(levels) < REACH_LEVELS:  # it crosses the whole side
+            return last
+        return limit or (sys.maxsize if buying else 0)  # beyond the levels looked at
 
     def _apply_events(self, state: SymbolState, events, batch: Batch) -> None:
         if events:
@@ -832,7 +929,7 @@ class Engine:
             order.ord_rej_reason = text
         order.text = text
         self._release_margin(state, order, order.margin_reserved, batch)
-        state.orders.pop(order.pk, None)
+        state.release(order)
         state.conditional.pop(order.pk, None)
         batch.orders[order.pk] = order
 
@@ -869,7 +966,7 @@ class Engine:
                 order.ord_status = FILLED
                 order.working = False
                 release = order.margin_reserved
-                state.orders.pop(order.pk, None)
+                state.release(order)
             else:
                 order.ord_status = PARTIALLY_FILLED
                 release = (order.margin_reserved * margined_filled / margined_before).quantize(state.unit, ROUND_FLOOR)

@@ -308,9 +308,11 @@ def submit_order(*, account: Account, symbol: str, side: str | None = None, orde
     cl_ord_id = (cl_ord_id or "").strip()
     if len(cl_ord_id) > MAX_CL_ORD_ID:
         raise OrderRejected(f"Invalid clOrdID: at most {MAX_CL_ORD_ID} characters")
-    if cl_ord_id and (existing := _earlier_order(account, cl_ord_id, symbol, side, order_qty, ord_type)):
+    sideless_close = side in (None, "") and order_qty in (None, "", 0) and "Close" in str(exec_inst or "").split(",")
+    if cl_ord_id and (existing := _earlier_order(account, cl_ord_id, symbol, side, order_qty, ord_type,
+                                                 any_side=sideless_close)):
         return existing
-    if side in (None, "") and order_qty in (None, "", 0) and "Close" in str(exec_inst or "").split(","):
+    if sideless_close:
         side = _closing_side(account, symbol)
     request = validate_order(symbol=symbol, side=side, order_qty=order_qty, ord_type=ord_type, price=price,
                              stop_px=stop_px, time_in_force=time_in_force, exec_inst=exec_inst,
@@ -335,13 +337,15 @@ def _closing_side(account: Account, symbol) -> str:
     return Side.SELL if qty > 0 else Side.BUY
 
 
-def _earlier_order(account: Account, cl_ord_id: str, symbol, side, order_qty, ord_type) -> Order | None:
+def _earlier_order(account: Account, cl_ord_id: str, symbol, side, order_qty, ord_type,
+                   any_side: bool = False) -> Order | None:
     """The order already placed with this clOrdID, if the request repeats it. Only the terms no amend
-    or engine changes are compared (a reduce-only order's size may have been cut, its price amended)."""
+    or engine changes are compared (a reduce-only order's size may have been cut, its price amended);
+    any_side: a Close without a side, which took the side of the position of its time."""
     existing = Order.objects.select_related("instrument").filter(account=account, cl_ord_id=cl_ord_id).first()
     if existing is None:
         return None
-    side, _ = side_and_qty(side, order_qty)
+    side = existing.side if any_side else side_and_qty(side, order_qty)[0]
     if symbol != existing.instrument.symbol or side != existing.side or ord_type not in (None, "", existing.ord_type):
         raise OrderRejected("Duplicate clOrdID")
     return existing

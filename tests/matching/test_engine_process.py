@@ -17,7 +17,7 @@ from django.db import connection
 
 from matching import services
 from matching.book import BUY, EV_FILL, SELL, OrderBook
-from matching.engine import SELF_TRADE_PREVENTION
+from matching.engine import ENGINE_LOCK_SPACE, SELF_TRADE_PREVENTION
 from matching.models import Execution, Order, OrderCommand, OrdStatus
 from matching.selectors import book_problems
 
@@ -221,3 +221,21 @@ def test_a_second_engine_for_a_symbol_refuses_to_start_until_the_first_is_gone(e
             if process is not None and process.poll() is None:
                 process.terminate()
                 process.wait(timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_engine_that_loses_its_symbol_lock_stops(engine_streams, reference_data, tmp_path):
+    log_path = tmp_path / "engine.log"
+    process = start_engine(log_path)
+    try:
+        wait_until(lambda: b"engine ready" in log_path.read_bytes(), 60, "the engine to start")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                           "AND classid = %s AND granted", [ENGINE_LOCK_SPACE])
+            assert cursor.fetchall() == [(True,)]
+        assert process.wait(timeout=30) != 0
+        assert b"the connection holding the symbol locks was lost" in log_path.read_bytes()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)

@@ -1,4 +1,6 @@
 """What the engine publishes on the channel layer after each committed batch."""
+from types import SimpleNamespace
+
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -77,7 +79,8 @@ def test_a_stalled_layer_drops_messages_with_one_counted_warning_per_interval(ca
     publisher = publish.Publisher()
     monkeypatch.setattr(publisher, "MAX_QUEUED", 0)  # the layer is behind from the start
     clock = iter([100.0, 101.0, 102.0, 111.0, 112.0])
-    monkeypatch.setattr(publish.time, "monotonic", lambda: next(clock))
+    # the module's own clock: patching time.monotonic itself would feed any other thread too
+    monkeypatch.setattr(publish, "time", SimpleNamespace(monotonic=lambda: next(clock)))
     with caplog.at_level("WARNING", logger="matching.publish"):
         for i in range(5):
             publisher.send_all(None, [(f"market.X{i}", {})])

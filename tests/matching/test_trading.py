@@ -1198,3 +1198,26 @@ def test_a_close_order_without_side_or_quantity_closes_the_position(engine, make
     assert (close.side, close.ord_type) == ("Sell", "Market")
     settle(engine)
     assert fresh(close).ord_status == OrdStatus.FILLED and position(trader).current_qty == 0
+
+
+def test_a_reduce_only_order_behind_the_accounts_other_sells_never_opens_a_short_in_one_sweep(engine, make_trader):
+    market_maker, trader = long_of(engine, make_trader, 1)
+    reduce_only = submit(trader, side="Sell", order_qty=1_000_000, price="51000", exec_inst="ReduceOnly")
+    ahead = submit(trader, side="Sell", order_qty=1_000_000, price="50500")  # margined: the other reduces first
+    far = submit(trader, side="Sell", order_qty=1_000_000, price="52000", exec_inst="ReduceOnly")  # out of reach
+    settle(engine)
+    submit(make_trader(), side="Buy", order_qty=2_000_000, price="51000")  # takes both at once
+    settle(engine)
+    assert fresh(ahead).ord_status == OrdStatus.FILLED and position(trader).current_qty == 0
+    assert (fresh(reduce_only).ord_status, reduce_only.cum_qty) == (OrdStatus.CANCELED, 0)
+    assert fresh(far).ord_status == OrdStatus.CANCELED  # cut after the trade: no position left to reduce
+
+
+def test_a_sideless_close_is_retried_by_its_clordid(engine, make_trader):
+    market_maker, trader = long_of(engine, make_trader, 1)
+    submit(market_maker, side="Buy", order_qty=2_000_000, price="49000")
+    close = submit(trader, exec_inst="Close", cl_ord_id="close-1")
+    assert submit(trader, exec_inst="Close", cl_ord_id="close-1").pk == close.pk  # still pending
+    settle(engine)
+    assert fresh(close).ord_status == OrdStatus.FILLED and position(trader).current_qty == 0
+    assert submit(trader, exec_inst="Close", cl_ord_id="close-1").pk == close.pk  # no position left: the same answer

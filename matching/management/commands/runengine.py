@@ -3,7 +3,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
-from matching.engine import DEFAULT_BATCH_SIZE, Engine, SymbolTaken, own_instruments, prepare_statements_on_the_server
+from matching.engine import DEFAULT_BATCH_SIZE, Engine, SymbolLocks, SymbolTaken, prepare_statements_on_the_server
 
 
 class Command(BaseCommand):
@@ -24,10 +24,12 @@ class Command(BaseCommand):
         name = "engine:" + ",".join(sorted(symbols)) if symbols else "engine"
         engine = Engine(symbols=symbols, consumer=name, batch_size=batch_size, pipelined=True)
         try:
-            owner = own_instruments(engine.instrument_rows)
+            locks = SymbolLocks(engine.instrument_rows)
         except SymbolTaken as error:
             raise CommandError(str(error)) from None
         try:
-            engine.run(stop=lambda: bool(stopping))
+            engine.run(stop=lambda: bool(stopping) or not locks.held())
         finally:
-            owner.close()
+            locks.close()
+        if locks.lost:  # another engine may hold the symbols by now: a supervisor restarts this one
+            raise CommandError("stopped: the connection holding the symbol locks was lost")
