@@ -820,8 +820,14 @@ class Engine:
                 protect = order.protect_price
                 if protect is None and state.last_price is not None:
                     from matching.services import market_protection_price
-                    protect = order.protect_price = market_protection_price(state.instrument, order.side,
-                                                                            state.last_price)
+                    protect = market_protection_price(state.instrument, order.side, state.last_price)
+                    if order.stop_px is not None and not order.reduce_only and not order.unmargined_qty:
+                        # a triggered order that only opens holds margin for fills within the band
+                        # around its trigger: where the price gapped beyond it, it fills no further
+                        # (one that reduces keeps the band of the moment: a stop-loss must execute)
+                        at_trigger = market_protection_price(state.instrument, order.side, order.stop_px)
+                        protect = min(protect, at_trigger) if order.side == BUY_SIDE else max(protect, at_trigger)
+                    order.protect_price = protect
                 limit = state.ticks(protect) if protect else 0
                 self._keep_reduce_only_in_sweep(state, order, limit, lots, batch)
                 events = state.book.market(order.pk, order.account_id, side, lots, limit,

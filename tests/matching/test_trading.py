@@ -1221,3 +1221,24 @@ def test_a_sideless_close_is_retried_by_its_clordid(engine, make_trader):
     settle(engine)
     assert fresh(close).ord_status == OrdStatus.FILLED and position(trader).current_qty == 0
     assert submit(trader, exec_inst="Close", cl_ord_id="close-1").pk == close.pk  # no position left: the same answer
+
+
+def test_a_stop_that_opens_fills_no_further_than_its_margin_covers_when_the_price_gaps(engine, make_trader):
+    market_maker, opener, short = make_trader(usdt="10000000"), make_trader(), make_trader()
+    submit(market_maker, side="Buy", order_qty=1_000_000, price="50000")
+    settle(engine)
+    submit(short, side="Sell", order_qty=1_000_000, price="50000")
+    settle(engine)  # short 1 XBT at 50,000
+    breakout = submit(opener, side="Buy", order_qty=1_000_000, ord_type="Stop", stop_px="51000")
+    stop_loss = submit(short, side="Buy", order_qty=1_000_000, ord_type="Stop", stop_px="51000", exec_inst="Close")
+    # margin for the breakout's fills up to the band around its trigger: 51,000 + 5%
+    assert breakout.margin_reserved == services.order_margin(
+        instrument=breakout.instrument, side="Buy", qty=1_000_000, price=D(53550), leverage=D(10), position_qty=0)
+    submit(market_maker, side="Sell", order_qty=5_000_000, price="60500")
+    settle(engine)
+    trade_at(engine, make_trader, "60000")  # the price gaps through 51,000
+    assert (fresh(breakout).ord_status, breakout.cum_qty, breakout.protect_price) == (
+        OrdStatus.CANCELED, 0, D(53550))
+    assert position(opener).current_qty == 0 and balance(opener).order_margin == 0
+    assert (fresh(stop_loss).ord_status, stop_loss.avg_px) == (OrdStatus.FILLED, D(60500))  # closes whatever the gap
+    assert position(short).current_qty == 0
