@@ -90,6 +90,47 @@ def connections_waiting_for_a_lock(count: int) -> bool:
     return False
 
 
+def retry_while_first_try_commits(monkeypatch, target, name: str, request) -> dict:
+    """Runs request() twice at once: a first try that stops inside target.<name> (in its
+    transaction, after taking its locks), and a retry started then, which waits for a lock the
+    first holds; once it waits, the first goes on. Returns {"first": ..., "retry": ...}, each a
+    result or the exception raised."""
+    import threading
+
+    from django.db import connections
+
+    original, inside, release = getattr(target, name), threading.Event(), threading.Event()
+
+    def first_try_stops_here(*args, **kwargs):
+        result = original(*args, **kwargs)
+        if threading.current_thread().name == "first":
+            inside.set()
+            release.wait(10)
+        return result
+
+    monkeypatch.setattr(target, name, first_try_stops_here)
+    answers = {}
+
+    def run():
+        try:
+            answers[threading.current_thread().name] = request()
+        except Exception as error:  # noqa: BLE001 - the answer under test
+            answers[threading.current_thread().name] = error
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=run, name="first")
+    first.start()
+    assert inside.wait(10)
+    retry = threading.Thread(target=run, name="retry")
+    retry.start()
+    assert connections_waiting_for_a_lock(1)
+    release.set()
+    first.join()
+    retry.join()
+    return answers
+
+
 @pytest.fixture
 def make_trader(db, books_balance):
     """make_trader(usdt="100000", xbt="1") -> a new user's main account, funded through the faucet."""

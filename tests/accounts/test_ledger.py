@@ -12,7 +12,7 @@ from accounts import services
 from accounts.models import Account, Balance, CashMovement, LedgerEntry, SystemAccount
 from accounts.selectors import ledger_problems
 from accounts.services import InsufficientBalance, RequestIdReused
-from tests.conftest import connections_waiting_for_a_lock
+from tests.conftest import connections_waiting_for_a_lock, retry_while_first_try_commits
 
 
 def balance(account, asset="USDT"):
@@ -161,36 +161,9 @@ def test_a_withdrawal_retried_while_its_first_try_commits_answers_with_that_try(
     answered with it, not refused for want of that money."""
     account = services.main_account(User.objects.create_user("retrier"))
     services.deposit(account=account, asset="USDT", amount=D(100))
-    post_transaction, inside, release = services.post_transaction, threading.Event(), threading.Event()
-
-    def first_try_holds_its_transaction(**kwargs):
-        posted = post_transaction(**kwargs)
-        if threading.current_thread().name == "first":
-            inside.set()
-            release.wait(10)
-        return posted
-
-    monkeypatch.setattr(services, "post_transaction", first_try_holds_its_transaction)
-    request_id, answers = uuid.uuid4(), {}
-
-    def withdraw():
-        try:
-            answers[threading.current_thread().name] = services.withdraw(account=account, asset="USDT", amount=D(60),
-                                                                         request_id=request_id)
-        except Exception as error:  # noqa: BLE001 - the answer under test
-            answers[threading.current_thread().name] = error
-        finally:
-            connections.close_all()
-
-    first = threading.Thread(target=withdraw, name="first")
-    first.start()
-    assert inside.wait(10)
-    retry = threading.Thread(target=withdraw, name="retry")
-    retry.start()
-    assert connections_waiting_for_a_lock(1)
-    release.set()
-    first.join()
-    retry.join()
+    request_id = uuid.uuid4()
+    answers = retry_while_first_try_commits(monkeypatch, services, "post_transaction", lambda: services.withdraw(
+        account=account, asset="USDT", amount=D(60), request_id=request_id))
     assert isinstance(answers["retry"], CashMovement) and answers["retry"].pk == answers["first"].pk, answers
     assert balance(account) == D(40)
 

@@ -419,42 +419,13 @@ def test_a_retry_waiting_for_its_first_trys_lock_gets_that_order_not_a_refusal(e
     """The retry of a request still being written waits for the balance lock; once the first try
     commits, its margin is taken, and the retry must answer with that order rather than try to
     reserve the margin again."""
-    import threading
+    from django.db import transaction
 
-    from django.db import connections, transaction
-
-    from tests.conftest import connections_waiting_for_a_lock
+    from tests.conftest import retry_while_first_try_commits
 
     account = make_trader(usdt="6000", xbt="0")  # one 1 XBT order at 10x needs 5,037.5, two do not fit
-    on_commit, inside, release = transaction.on_commit, threading.Event(), threading.Event()
-
-    def first_try_holds_its_transaction(func, *args, **kwargs):
-        if threading.current_thread().name == "first":
-            inside.set()
-            release.wait(10)
-        return on_commit(func, *args, **kwargs)
-
-    monkeypatch.setattr(transaction, "on_commit", first_try_holds_its_transaction)
-    answers = {}
-
-    def place():
-        try:
-            answers[threading.current_thread().name] = submit(account, side="Buy", order_qty=1_000_000,
-                                                              price="50000", cl_ord_id="once", wait=0)
-        except Exception as error:  # noqa: BLE001 - the answer under test
-            answers[threading.current_thread().name] = error
-        finally:
-            connections.close_all()
-
-    first = threading.Thread(target=place, name="first")
-    first.start()
-    assert inside.wait(10)
-    retry = threading.Thread(target=place, name="retry")
-    retry.start()
-    assert connections_waiting_for_a_lock(1)
-    release.set()
-    first.join()
-    retry.join()
+    answers = retry_while_first_try_commits(monkeypatch, transaction, "on_commit", lambda: submit(
+        account, side="Buy", order_qty=1_000_000, price="50000", cl_ord_id="once", wait=0))
     assert isinstance(answers["retry"], Order) and answers["retry"].pk == answers["first"].pk, answers
     assert Order.objects.filter(account=account).count() == 1 and balance(account).order_margin == D("5037.5")
 
