@@ -929,7 +929,7 @@ class Engine:
                rejected: bool = False) -> None:
         """Ends an order: its margin is released and it leaves the engine's memory."""
         order.ord_status = status
-        order.leaves_qty = 0
+        order.leaves_qty = order.unmargined_qty = 0
         order.working = False
         if rejected:
             order.ord_rej_reason = text

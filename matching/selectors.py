@@ -249,7 +249,8 @@ def execution_problems() -> list[str]:
 
 def open_order_problems() -> list[str]:
     """Open orders missing from PendingOrder or HeldOrder, where the engine's restart, its sweep and
-    the public order book look for them, and held rows that do not say what their order says."""
+    the public order book look for them, held rows that do not say what their order says, and an
+    unmargined part beyond what an order leaves open."""
     sql = """
         SELECT o.id, o.ord_status, h.order_id IS NOT NULL FROM matching_order o
           LEFT JOIN matching_heldorder h ON h.order_id = o.id
@@ -262,9 +263,15 @@ def open_order_problems() -> list[str]:
          ORDER BY o.id LIMIT 100"""
     with connection.cursor() as cursor:
         cursor.execute(sql, [array_text(HELD_STATUSES, "text")])
-        return [f"order {pk} is {status} but its held row says otherwise" if listed else
-                f"order {pk} is {status} but not listed as {'pending' if status == 'PendingNew' else 'held'}"
-                for pk, status, listed in cursor.fetchall()]
+        problems = [f"order {pk} is {status} but its held row says otherwise" if listed else
+                    f"order {pk} is {status} but not listed as {'pending' if status == 'PendingNew' else 'held'}"
+                    for pk, status, listed in cursor.fetchall()]
+        # the engine's own orders: those it holds and those it has not applied yet
+        cursor.execute("SELECT o.id, o.unmargined_qty, o.leaves_qty FROM matching_order o WHERE o.id IN ("
+                       "SELECT order_id FROM matching_heldorder UNION ALL SELECT order_id FROM matching_pendingorder) "
+                       "AND (o.unmargined_qty < 0 OR o.unmargined_qty > o.leaves_qty) ORDER BY o.id LIMIT 100")
+        return problems + [f"order {pk} has an unmargined part of {part} but leaves {leaves}"
+                           for pk, part, leaves in cursor.fetchall()]
 
 
 def book_problems() -> list[str]:
