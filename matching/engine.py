@@ -229,7 +229,8 @@ class SymbolState:
         self.leaning: dict[int, set[int]] = {}
         self.moved: set[int] = set()  # accounts to check: their position moved, or an order leans on it anew
         self.by_account: dict[int, set[int]] = {}  # account -> its orders in the book
-        self.reduce_only_on = {Side.BUY.value: set(), Side.SELL.value: set()}  # resting reduce-only pks, by side
+        # resting reduce-only orders by side and price (ticks): a taker looks at the levels it reaches
+        self.reduce_only_at: dict[str, dict[int, set[int]]] = {Side.BUY.value: {}, Side.SELL.value: {}}
         self.positions: dict[int, LivePosition] = {}
         self.last_price: Decimal | None = instrument.last_price
         self.triggers_checked_at = object()  # the last price every conditional order was checked against
@@ -252,8 +253,7 @@ class SymbolState:
         """An order goes into the book."""
         self.orders[order.pk] = order
         self.by_account.setdefault(order.account_id, set()).add(order.pk)
-        if order.reduce_only:
-            self.reduce_only_on[order.side].add(order.pk)  # forgotten lazily (Engine._keep_reduce_only_in_sweep)
+        self.list_reduce_only(order)
         self.lean(order)
 
     def release(self, order: LiveOrder) -> None:
@@ -263,6 +263,21 @@ class SymbolState:
             mine.discard(order.pk)
             if not mine:
                 del self.by_account[order.account_id]
+            self.unlist_reduce_only(order)
+
+    def list_reduce_only(self, order: LiveOrder) -> None:
+        if order.reduce_only and order.price is not None:  # a market order never rests
+            self.reduce_only_at[order.side].setdefault(self.ticks(order.price), set()).add(order.pk)
+
+    def unlist_reduce_only(self, order: LiveOrder) -> None:
+        if order.reduce_only and order.price is not None:
+            at = self.reduce_only_at[order.side]
+            ticks = self.ticks(order.price)
+            pks = at.get(ticks)
+            if pks is not None:
+                pks.discard(order.pk)
+                if not pks:
+                    del at[ticks]
 
     def lean(self, order: LiveOrder) -> None:
         """A resting order that relies on its account's position to reduce it."""
@@ -852,23 +867,26 @@ class Engine:
         before the taker goes in, the reduce-only orders it can reach are cut to what the account's
         orders ahead of them in the book leave of the position."""
         makers_side = Side.SELL.value if taker.side == BUY_SIDE else BUY_SIDE
-        reduce_only = state.reduce_only_on[makers_side]
-        if not reduce_only:
+        at = state.reduce_only_at[makers_side]
+        if not at:
             return
-        reduce_only.intersection_update(state.orders.keys())
-        reach = self._reach(state, taker, limit, lots) if reduce_only else None
-        if reach is None:
+        crossed, beyond = self._levels_reached(state, taker, limit, lots)
+        if not crossed:
             return
         buying = taker.side == BUY_SIDE
+        farthest = crossed[-1] if beyond is None else beyond
 
-        def reached(o: LiveOrder) -> bool:
-            return state.ticks(o.price) <= reach if buying else state.ticks(o.price) >= reach
+        def reached(ticks: int) -> bool:
+            return ticks <= farthest if buying else ticks >= farthest
 
-        accounts = {state.orders[pk].account_id for pk in reduce_only if reached(state.orders[pk])}
+        accounts = set()
+        for ticks in (crossed if beyond is None else [t for t in at if reached(t)]):
+            for pk in at.get(ticks, ()):
+                accounts.add(state.orders[pk].account_id)
         accounts.discard(taker.account_id)  # its own orders meet self-trade prevention instead
         for account_id in accounts:
             mine = [o for o in (state.orders[pk] for pk in state.by_account[account_id])
-                    if o.side == makers_side and reached(o)]
+                    if o.side == makers_side and reached(state.ticks(o.price))]
             mine.sort(key=lambda o: (o.price if buying else -o.price, o.priority or 0))  # the book's order
             room = max(state.reducible(mine[0]), 0)
             for order in mine:
@@ -878,24 +896,27 @@ class Engine:
                 room -= min(order.leaves_qty, room)
 
     @staticmethod
-    def _reach(state: SymbolState, taker: LiveOrder, limit: int, lots: int) -> int | None:
-        """The last price level (in ticks) a taker can fill at: where its size or its limit (0: none)
-        runs out; None when it crosses nothing. When the taker's account has orders in the book,
-        self-trade prevention may cancel some instead of filling them, so its size is no guide."""
+    def _levels_reached(state: SymbolState, taker: LiveOrder, limit: int, lots: int) -> tuple[list[int], int | None]:
+        """The price levels (ticks, best first) a taker can fill at: until its size or its limit (0:
+        none) runs out. When it may go beyond the levels looked at, also the farthest price it may
+        reach (else None). When the taker's account has orders in the book, self-trade prevention
+        may cancel some instead of filling them, so its size is no guide."""
         buying = taker.side == BUY_SIDE
-        bids, asks = state.book.depth(REACH_LEVELS)
-        levels = asks if buying else bids
         size_counts = not state.by_account.get(taker.account_id)
-        last, size = None, 0
-        for price, qty, _ in levels:
-            if limit and (price > limit if buying else price < limit):
-                return last
-            last, size = price, size + qty
-            if size_counts and size >= lots:
-                return last
-        if len(levels) < REACH_LEVELS:  # it crosses the whole side
-            return last
-        return limit or (sys.maxsize if buying else 0)  # beyond the levels looked at
+        for depth in (8, REACH_LEVELS):  # a taker mostly reaches the first few
+            bids, asks = state.book.depth(depth)
+            levels = asks if buying else bids
+            crossed, size = [], 0
+            for price, qty, _ in levels:
+                if limit and (price > limit if buying else price < limit):
+                    return crossed, None
+                crossed.append(price)
+                size += qty
+                if size_counts and size >= lots:
+                    return crossed, None
+            if len(levels) < depth:  # it crosses the whole side
+                return crossed, None
+        return crossed, limit or (sys.maxsize if buying else 0)
 
     def _apply_events(self, state: SymbolState, events, batch: Batch) -> None:
         if events:
@@ -917,7 +938,9 @@ class Engine:
                 self._close(state, order, batch, OrdStatus.CANCELED, CANCEL_TEXT.get(info, "Canceled"))
             elif kind == EV_AMEND:
                 order = state.orders[order_pk]
+                state.unlist_reduce_only(order)
                 order.price = price * state.terms.tick_size
+                state.list_reduce_only(order)
                 order.leaves_qty = qty * state.terms.lot_size
                 order.order_qty = order.cum_qty + order.leaves_qty
                 if not info:
