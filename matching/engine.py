@@ -80,6 +80,8 @@ REACH_LEVELS = 200
 # An order's part that only reduced the position holds no margin (docs/ENGINE.md, "Positions and margin")
 UNMARGINED_CUT = "Quantity cut: the position it would have reduced is smaller now, and it holds no margin to open one"
 UNMARGINED_GONE = "Canceled: the position it would have reduced is gone, and it holds no margin to open one"
+GAPPED_CUT = "Quantity cut: the price gapped past its trigger to where its margin covers less"
+GAPPED_GONE = "Canceled: the price gapped past its trigger to where its margin covers none of it"
 
 
 LIVE_ORDER_FIELDS = (
@@ -343,9 +345,10 @@ class SymbolTaken(RuntimeError):
 class SymbolLocks:
     """Each instrument's engine lock, held for as long as the engine runs: two engines on one book
     would each match and write it, filling orders twice and overwriting each other's positions.
-    The locks live in one transaction, left open on a connection of their own: a pooler in
-    transaction mode keeps that connection's server process for it, and a killed engine frees its
-    symbols with its connection. The engine stops if the connection is lost (held())."""
+    Session locks on a connection of their own, in autocommit (a transaction left open would make
+    CREATE INDEX CONCURRENTLY wait for it for ever): a killed engine frees its symbols with its
+    connection, and the engine stops if the connection is lost (held()). A pooler in transaction
+    mode does not keep a session's locks: the engine connects directly, or through session mode."""
 
     CHECK_INTERVAL = 5.0  # seconds between checks that the locks are still held
 
@@ -354,10 +357,9 @@ class SymbolLocks:
 
         params = {k: v for k, v in connections["default"].get_connection_params().items()
                   if k not in ("cursor_factory", "context")}  # Django's own adaptation: not needed here
-        self.connection = psycopg.connect(**params)  # the first statement opens the transaction
-        self.connection.execute("SET LOCAL idle_in_transaction_session_timeout = 0")  # idle is its job
+        self.connection = psycopg.connect(**params, autocommit=True)
         taken = [i.symbol for i in instruments if not self.connection.execute(
-            "SELECT pg_try_advisory_xact_lock(%s, %s)", [ENGINE_LOCK_SPACE, i.pk]).fetchone()[0]]
+            "SELECT pg_try_advisory_lock(%s, %s)", [ENGINE_LOCK_SPACE, i.pk]).fetchone()[0]]
         if taken:
             self.close()
             raise SymbolTaken(f"another engine is running {', '.join(taken)}")
@@ -836,12 +838,12 @@ class Engine:
                 if protect is None and state.last_price is not None:
                     from matching.services import market_protection_price
                     protect = market_protection_price(state.instrument, order.side, state.last_price)
+                    # one that reduces keeps the band of the moment: a stop-loss must execute
                     if order.stop_px is not None and not order.reduce_only and not order.unmargined_qty:
-                        # a triggered order that only opens holds margin for fills within the band
-                        # around its trigger: where the price gapped beyond it, it fills no further
-                        # (one that reduces keeps the band of the moment: a stop-loss must execute)
-                        at_trigger = market_protection_price(state.instrument, order.side, order.stop_px)
-                        protect = min(protect, at_trigger) if order.side == BUY_SIDE else max(protect, at_trigger)
+                        protect = self._bound_to_its_margin(state, order, protect, batch)
+                        if protect is None:
+                            return
+                        lots = state.lots(order.leaves_qty)
                     order.protect_price = protect
                 limit = state.ticks(protect) if protect else 0
                 self._keep_reduce_only_in_sweep(state, order, limit, lots, batch)
@@ -858,6 +860,37 @@ class Engine:
             return
         state.hold(order)
         self._apply_events(state, events, batch)
+
+    def _bound_to_its_margin(self, state: SymbolState, order: LiveOrder, protect: Decimal,
+                             batch: Batch) -> Decimal | None:
+        """A triggered order that only opens a position holds margin for it at the price its margin was
+        reserved at (services.margin_price about its trigger). Where the price gapped past the
+        trigger, a fill could make that position worth more: a linear buy or an inverse sell then
+        fills no further than that price; a linear sell or an inverse buy, which fills from the best
+        opposite price on, is cut to what its margin covers there. Returns the protection price, or
+        None when nothing is left (the order is canceled)."""
+        from matching.services import margin_price
+
+        reserved_at = margin_price(state.instrument, order.side, price=None, stop_px=order.stop_px)
+        buying = order.side == BUY_SIDE
+        if buying != state.terms.is_inverse:  # the higher (linear) or lower (inverse) the fill, the more
+            return min(protect, reserved_at) if buying else max(protect, reserved_at)
+        best = state.book.best_ask() if buying else state.book.best_bid()
+        if not best:
+            return protect
+        price = best * state.terms.tick_size
+        covered = price / reserved_at if buying else reserved_at / price  # the value there against the margin's
+        if covered >= 1:
+            return protect
+        lot = state.terms.lot_size
+        cut = order.leaves_qty - int(state.lots(order.leaves_qty) * covered) * lot
+        order.leaves_qty -= cut
+        order.order_qty -= cut
+        if order.leaves_qty <= 0:
+            self._close(state, order, batch, OrdStatus.CANCELED, GAPPED_GONE)
+            return None
+        order.text = GAPPED_CUT
+        return protect
 
     def _keep_reduce_only_in_sweep(self, state: SymbolState, taker: LiveOrder, limit: int, lots: int,
                                    batch: Batch) -> None:
@@ -885,6 +918,8 @@ class Engine:
                 accounts.add(state.orders[pk].account_id)
         accounts.discard(taker.account_id)  # its own orders meet self-trade prevention instead
         for account_id in accounts:
+            if len(state.by_account[account_id]) == 1:
+                continue  # its reduce-only order alone: kept to the position already (_enforce_position_cover)
             mine = [o for o in (state.orders[pk] for pk in state.by_account[account_id])
                     if o.side == makers_side and reached(state.ticks(o.price))]
             mine.sort(key=lambda o: (o.price if buying else -o.price, o.priority or 0))  # the book's order
@@ -899,10 +934,13 @@ class Engine:
     def _levels_reached(state: SymbolState, taker: LiveOrder, limit: int, lots: int) -> tuple[list[int], int | None]:
         """The price levels (ticks, best first) a taker can fill at: until its size or its limit (0:
         none) runs out. When it may go beyond the levels looked at, also the farthest price it may
-        reach (else None). When the taker's account has orders in the book, self-trade prevention
-        may cancel some instead of filling them, so its size is no guide."""
+        reach (else None). Reduce-only orders do not count as size (they may be cut before it
+        comes), nor do the taker's own orders, which self-trade prevention cancels instead."""
         buying = taker.side == BUY_SIDE
-        size_counts = not state.by_account.get(taker.account_id)
+        makers_side = Side.SELL.value if buying else BUY_SIDE
+        listed = state.reduce_only_at[makers_side]
+        own = [state.orders[pk] for pk in state.by_account.get(taker.account_id, ())]
+        needed = lots + state.lots(sum(o.leaves_qty for o in own if o.side == makers_side))
         for depth in (8, REACH_LEVELS):  # a taker mostly reaches the first few
             bids, asks = state.book.depth(depth)
             levels = asks if buying else bids
@@ -911,8 +949,8 @@ class Engine:
                 if limit and (price > limit if buying else price < limit):
                     return crossed, None
                 crossed.append(price)
-                size += qty
-                if size_counts and size >= lots:
+                size += qty - state.lots(sum(state.orders[pk].leaves_qty for pk in listed.get(price, ())))
+                if size >= needed:
                     return crossed, None
             if len(levels) < depth:  # it crosses the whole side
                 return crossed, None
@@ -1234,7 +1272,10 @@ class Engine:
             return
         price = command.new_price if command.new_price is not None else order.price
         try:
-            events = state.book.amend(order.pk, state.ticks(price), state.lots(order.leaves_qty if leaves is None else leaves))
+            lots = state.lots(order.leaves_qty if leaves is None else leaves)
+            if "ParticipateDoNotInitiate" not in order.exec_inst:  # it may cross, as a new order would
+                self._keep_reduce_only_in_sweep(state, order, state.ticks(price), lots, batch)
+            events = state.book.amend(order.pk, state.ticks(price), lots)
         except (ValueError, KeyError) as error:
             order.margin_reserved -= command.margin_delta
             order.unmargined_qty = unmargined_before

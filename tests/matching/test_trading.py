@@ -1213,3 +1213,83 @@ def test_a_stop_that_opens_fills_no_further_than_its_margin_covers_when_the_pric
     assert position(opener).current_qty == 0 and balance(opener).order_margin == 0
     assert (fresh(stop_loss).ord_status, stop_loss.avg_px) == (OrdStatus.FILLED, D(60500))  # closes whatever the gap
     assert position(short).current_qty == 0
+
+
+TENTH = 100_000  # 0.1 XBT on XBTUSDT
+
+
+def longs(engine, make_trader, *accounts_and_qty) -> None:
+    """Each account buys its quantity at 50,000 from a market maker of its own."""
+    market_maker = make_trader(usdt="10000000")
+    submit(market_maker, side="Sell", order_qty=sum(qty for _, qty in accounts_and_qty), price="50000")
+    settle(engine)
+    for account, qty in accounts_and_qty:
+        submit(account, side="Buy", order_qty=qty, price="50000")
+    settle(engine)
+
+
+def test_a_cut_that_lets_the_taker_reach_further_still_keeps_reduce_only_orders_there(engine, make_trader):
+    a, b = make_trader(), make_trader()
+    longs(engine, make_trader, (a, 8 * TENTH), (b, TENTH))
+    submit(a, side="Sell", order_qty=8 * TENTH, price="50100", exec_inst="ReduceOnly")  # cut to 6 before the taker
+    submit(a, side="Sell", order_qty=2 * TENTH, price="50050")
+    b_reduce_only = submit(b, side="Sell", order_qty=TENTH, price="50300", exec_inst="ReduceOnly")
+    submit(b, side="Sell", order_qty=TENTH, price="50200")
+    settle(engine)
+    submit(make_trader(), side="Buy", order_qty=10 * TENTH, price="50300")  # so it reaches b's orders too
+    settle(engine)
+    assert position(a).current_qty == 0 and position(b).current_qty == 0
+    assert fresh(b_reduce_only).cum_qty == 0
+
+
+def test_an_amend_that_crosses_keeps_the_reduce_only_orders_it_sweeps(engine, make_trader):
+    a, taker = make_trader(), make_trader()
+    longs(engine, make_trader, (a, TENTH))
+    reduce_only = submit(a, side="Sell", order_qty=TENTH, price="50200", exec_inst="ReduceOnly")
+    submit(a, side="Sell", order_qty=TENTH, price="50100")
+    bid = submit(taker, side="Buy", order_qty=2 * TENTH, price="49000")
+    settle(engine)
+    services.amend_order(account=taker, order=bid, price="50200")
+    settle(engine)
+    assert position(a).current_qty == 0 and fresh(reduce_only).cum_qty == 0
+
+
+def test_a_small_taker_leaves_the_reduce_only_orders_it_cannot_reach(engine, make_trader):
+    a, market_maker = make_trader(), make_trader()
+    longs(engine, make_trader, (a, TENTH))
+    reduce_only = submit(a, side="Sell", order_qty=TENTH, price="51500", exec_inst="ReduceOnly")
+    submit(a, side="Sell", order_qty=TENTH, price="51000")
+    submit(make_trader(), side="Sell", order_qty=10 * TENTH, price="50000")
+    submit(market_maker, side="Buy", order_qty=TENTH, price="40000")  # its own order, on its own side
+    settle(engine)
+    submit(market_maker, side="Buy", order_qty=1000, price="52000")  # one lot, filled at 50,000
+    settle(engine)
+    assert (fresh(reduce_only).ord_status, reduce_only.leaves_qty) == (OrdStatus.NEW, TENTH)
+
+
+def test_a_take_profit_that_opens_is_cut_to_its_margin_when_the_price_gaps_past_it(engine, make_trader):
+    trade_at(engine, make_trader, "50000")
+    opener = make_trader(usdt="520")
+    sell_high = submit(opener, side="Sell", order_qty=TENTH, ord_type="MarketIfTouched", stop_px="51000")
+    submit(make_trader(), side="Buy", order_qty=2 * TENTH, price="60000")
+    settle(engine)
+    submit(make_trader(), side="Sell", order_qty=TENTH, price="60000")  # trades there: it triggers, then
+    settle(engine)  # sells into what is left of the 60,000 bid
+    fresh(sell_high)
+    assert (sell_high.ord_status, sell_high.cum_qty) == (OrdStatus.FILLED, 85_000)  # 51,000 / 60,000 of it
+    assert sell_high.text.startswith("Quantity cut: the price gapped past its trigger")
+    assert available_balance(balance(opener)) >= 0
+
+
+def test_an_inverse_stop_fills_where_a_gap_needs_less_margin(engine, make_trader):
+    buyer = make_trader()
+    submit(make_trader(), symbol=INV, side="Sell", order_qty=1000, price="50000")
+    settle(engine)
+    submit(make_trader(), symbol=INV, side="Buy", order_qty=1000, price="50000")
+    settle(engine)
+    stop = submit(buyer, symbol=INV, side="Buy", order_qty=1000, ord_type="Stop", stop_px="51000")
+    submit(make_trader(), symbol=INV, side="Sell", order_qty=2000, price="60000")
+    settle(engine)
+    submit(make_trader(), symbol=INV, side="Buy", order_qty=1000, price="60000")  # gaps through 51,000
+    settle(engine)
+    assert (fresh(stop).ord_status, stop.cum_qty, stop.avg_px) == (OrdStatus.FILLED, 1000, D(60000))
