@@ -803,12 +803,18 @@ class Engine:
             excess = order.unmargined_qty - max(state.reducible(order), 0)
             if excess > 0:
                 order.unmargined_qty -= excess
-                order.leaves_qty -= excess
-                order.order_qty -= excess
-                if order.leaves_qty <= 0:
-                    self._close(state, order, batch, OrdStatus.CANCELED, UNMARGINED_GONE)
-                    return False
-                order.text = UNMARGINED_CUT
+                return self._cut_before_entry(state, order, excess, UNMARGINED_CUT, UNMARGINED_GONE, batch)
+        return True
+
+    def _cut_before_entry(self, state: SymbolState, order: LiveOrder, qty: int, cut_text: str, gone_text: str,
+                          batch: Batch) -> bool:
+        """Takes qty off an order about to enter the book; False when that is all of it (canceled)."""
+        order.leaves_qty -= qty
+        order.order_qty -= qty
+        if order.leaves_qty <= 0:
+            self._close(state, order, batch, OrdStatus.CANCELED, gone_text)
+            return False
+        order.text = cut_text
         return True
 
     def _fit_reduce_only(self, state: SymbolState, order: LiveOrder, batch: Batch) -> bool:
@@ -882,15 +888,8 @@ class Engine:
         covered = price / reserved_at if buying else reserved_at / price  # the value there against the margin's
         if covered >= 1:
             return protect
-        lot = state.terms.lot_size
-        cut = order.leaves_qty - int(state.lots(order.leaves_qty) * covered) * lot
-        order.leaves_qty -= cut
-        order.order_qty -= cut
-        if order.leaves_qty <= 0:
-            self._close(state, order, batch, OrdStatus.CANCELED, GAPPED_GONE)
-            return None
-        order.text = GAPPED_CUT
-        return protect
+        cut = order.leaves_qty - int(state.lots(order.leaves_qty) * covered) * state.terms.lot_size
+        return protect if self._cut_before_entry(state, order, cut, GAPPED_CUT, GAPPED_GONE, batch) else None
 
     def _keep_reduce_only_in_sweep(self, state: SymbolState, taker: LiveOrder, limit: int, lots: int,
                                    batch: Batch) -> None:
