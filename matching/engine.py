@@ -845,7 +845,7 @@ class Engine:
                     from matching.services import market_protection_price
                     protect = market_protection_price(state.instrument, order.side, state.last_price)
                     # one that reduces keeps the band of the moment: a stop-loss must execute
-                    if order.stop_px is not None and not order.reduce_only and not order.unmargined_qty:
+                    if order.stop_px is not None and not order.reduce_only and state.reducible(order) <= 0:
                         protect = self._bound_to_its_margin(state, order, protect, batch)
                         if protect is None:
                             return
@@ -917,8 +917,6 @@ class Engine:
                 accounts.add(state.orders[pk].account_id)
         accounts.discard(taker.account_id)  # its own orders meet self-trade prevention instead
         for account_id in accounts:
-            if len(state.by_account[account_id]) == 1:
-                continue  # its reduce-only order alone: kept to the position already (_enforce_position_cover)
             mine = [o for o in (state.orders[pk] for pk in state.by_account[account_id])
                     if o.side == makers_side and reached(state.ticks(o.price))]
             mine.sort(key=lambda o: (o.price if buying else -o.price, o.priority or 0))  # the book's order
@@ -938,8 +936,12 @@ class Engine:
         buying = taker.side == BUY_SIDE
         makers_side = Side.SELL.value if buying else BUY_SIDE
         listed = state.reduce_only_at[makers_side]
-        own = [state.orders[pk] for pk in state.by_account.get(taker.account_id, ())]
-        needed = lots + state.lots(sum(o.leaves_qty for o in own if o.side == makers_side))
+        own: dict[int, int] = {}  # ticks -> the taker's own quantity there
+        for pk in state.by_account.get(taker.account_id, ()):
+            order = state.orders[pk]
+            if order.side == makers_side:
+                ticks = state.ticks(order.price)
+                own[ticks] = own.get(ticks, 0) + order.leaves_qty
         for depth in (8, REACH_LEVELS):  # a taker mostly reaches the first few
             bids, asks = state.book.depth(depth)
             levels = asks if buying else bids
@@ -948,8 +950,9 @@ class Engine:
                 if limit and (price > limit if buying else price < limit):
                     return crossed, None
                 crossed.append(price)
-                size += qty - state.lots(sum(state.orders[pk].leaves_qty for pk in listed.get(price, ())))
-                if size >= needed:
+                size += qty - state.lots(own.get(price, 0) + sum(state.orders[pk].leaves_qty
+                                                                 for pk in listed.get(price, ())))
+                if size >= lots:
                     return crossed, None
             if len(levels) < depth:  # it crosses the whole side
                 return crossed, None
@@ -1087,9 +1090,9 @@ class Engine:
         # Triggers and trailing stops follow the price alone: at an unchanged price there is nothing to
         # check (a new or amended conditional order is checked on its own), and ten thousand copied
         # positions' stops are not walked after each of ten thousand copied orders.
+        self._enforce_position_cover(state, batch)  # first: an order triggered now must find them cut
         if state.last_price != state.triggers_checked_at:
             self._check_triggers(state, batch)
-        self._enforce_position_cover(state, batch)
 
     # ---------- conditional orders ----------
 

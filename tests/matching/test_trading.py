@@ -1293,3 +1293,41 @@ def test_an_inverse_stop_fills_where_a_gap_needs_less_margin(engine, make_trader
     submit(make_trader(), symbol=INV, side="Buy", order_qty=1000, price="60000")  # gaps through 51,000
     settle(engine)
     assert (fresh(stop).ord_status, stop.cum_qty, stop.avg_px) == (OrdStatus.FILLED, 1000, D(60000))
+
+
+def test_a_take_profit_placed_flat_that_now_closes_the_position_is_not_cut_by_a_gap(engine, make_trader):
+    trade_at(engine, make_trader, "50000")
+    trader = make_trader()
+    take_profit = submit(trader, side="Sell", order_qty=TENTH, ord_type="MarketIfTouched", stop_px="51000")
+    settle(engine)
+    longs(engine, make_trader, (trader, TENTH))  # it now closes the position: it needs no margin
+    submit(make_trader(), side="Buy", order_qty=2 * TENTH, price="60000")
+    settle(engine)
+    submit(make_trader(), side="Sell", order_qty=TENTH, price="60000")  # gaps up through 51,000
+    settle(engine)
+    assert fresh(take_profit).cum_qty == TENTH and position(trader).current_qty == 0
+
+
+def test_a_reduce_only_order_left_alone_by_a_fill_is_cut_before_a_trigger_at_that_price(engine, make_trader):
+    b, c = make_trader(), make_trader()
+    longs(engine, make_trader, (b, TENTH))
+    reduce_only = submit(b, side="Sell", order_qty=TENTH, price="50100", exec_inst="ReduceOnly")
+    submit(b, side="Sell", order_qty=TENTH, price="49900")
+    submit(c, side="Buy", order_qty=TENTH, ord_type="MarketIfTouched", stop_px="49950")
+    settle(engine)
+    submit(make_trader(), side="Buy", order_qty=TENTH, price="49900")  # b is flat; 49,900 fires c's order
+    settle(engine)
+    assert position(b).current_qty == 0 and fresh(reduce_only).ord_status == OrdStatus.CANCELED
+
+
+def test_a_takers_own_orders_beyond_its_limit_do_not_stretch_its_reach(engine, make_trader):
+    a, market_maker = make_trader(), make_trader(usdt="10000000")
+    longs(engine, make_trader, (a, TENTH))
+    reduce_only = submit(a, side="Sell", order_qty=TENTH, price="51500", exec_inst="ReduceOnly")
+    submit(a, side="Sell", order_qty=TENTH, price="51000")
+    submit(make_trader(), side="Sell", order_qty=10 * TENTH, price="50000")
+    submit(market_maker, side="Sell", order_qty=50 * TENTH, price="52000")  # its own, out of its reach
+    settle(engine)
+    submit(market_maker, side="Buy", order_qty=1000, price="51600")  # one lot, filled at 50,000
+    settle(engine)
+    assert (fresh(reduce_only).ord_status, reduce_only.leaves_qty) == (OrdStatus.NEW, TENTH)
