@@ -75,9 +75,10 @@ CANCEL_TEXT = {
 # setting the last price, which marks every position, by trading with itself.
 SELF_TRADE_PREVENTION = STP_CANCEL_RESTING
 AMENDED_AWAY = "Canceled: amended to no more than its filled quantity, or than its position (ReduceOnly)"
-# How many price levels a taker's reach is looked for in (Engine._reach); beyond them, its limit
+# How many price levels a taker's reach is looked for in (Engine._levels_reached); beyond them, its limit
 REACH_LEVELS = 200
 # An order's part that only reduced the position holds no margin (docs/ENGINE.md, "Positions and margin")
+REDUCE_ONLY_EXCEEDED = "Canceled: ReduceOnly order exceeded the position"
 UNMARGINED_CUT = "Quantity cut: the position it would have reduced is smaller now, and it holds no margin to open one"
 UNMARGINED_GONE = "Canceled: the position it would have reduced is gone, and it holds no margin to open one"
 GAPPED_CUT = "Quantity cut: the price gapped past its trigger to where its margin covers less"
@@ -921,11 +922,11 @@ class Engine:
                     if o.side == makers_side and reached(state.ticks(o.price))]
             mine.sort(key=lambda o: (o.price if buying else -o.price, o.priority or 0))  # the book's order
             room = max(state.reducible(mine[0]), 0)
-            for order in mine:
-                if order.reduce_only and order.leaves_qty > room:
-                    self._cut(state, order, order.leaves_qty - room, "Canceled: ReduceOnly order exceeded the position",
-                              batch)
-                room -= min(order.leaves_qty, room)
+            for order in mine:  # each fills, and reduces the position, before the next
+                if order.reduce_only:
+                    room = self._keep_to_room(state, order, room, batch)
+                else:
+                    room -= min(order.leaves_qty, room)
 
     @staticmethod
     def _levels_reached(state: SymbolState, taker: LiveOrder, limit: int, lots: int) -> tuple[list[int], int | None]:
@@ -1023,7 +1024,7 @@ class Engine:
             margined_before, margined_filled = order.leaves_qty, qty
             unmargined = order.unmargined_qty
             if unmargined:
-                reduced = min(unmargined, qty, max(-position.qty if order.side == BUY_SIDE else position.qty, 0))
+                reduced = min(unmargined, qty, max(state.reducible(order), 0))
                 if margined_before > unmargined:  # else its reservation is the fee alone, released by qty
                     margined_before -= unmargined
                     margined_filled = min(qty - reduced, margined_before)
@@ -1173,24 +1174,24 @@ class Engine:
             room = {Side.BUY: max(-qty, 0), Side.SELL: max(qty, 0)}
             for order in mine:
                 if order.reduce_only:
-                    allowed = room[order.side]
-                    if order.leaves_qty <= allowed:
-                        room[order.side] -= order.leaves_qty
-                        continue
-                    room[order.side] = 0
-                    self._cut(state, order, order.leaves_qty - max(allowed, 0),
-                              "Canceled: ReduceOnly order exceeded the position", batch)
+                    room[order.side] = self._keep_to_room(state, order, room[order.side], batch)
             for order in mine:
                 if order.unmargined_qty and order.pk in state.orders:
-                    allowed = room[order.side]
-                    if order.unmargined_qty <= allowed:
-                        room[order.side] -= order.unmargined_qty
-                        continue
-                    room[order.side] = 0
-                    excess = order.unmargined_qty - allowed
-                    order.unmargined_qty = allowed
-                    order.text = UNMARGINED_CUT
-                    self._cut(state, order, excess, UNMARGINED_GONE, batch)
+                    room[order.side] = self._keep_to_room(state, order, room[order.side], batch)
+
+    def _keep_to_room(self, state: SymbolState, order: LiveOrder, room: int, batch: Batch) -> int:
+        """Cuts the part of a resting order that leans on the position (all of a reduce-only one, the
+        unmargined part of another) to the room the position has left for it; returns the room after it."""
+        leaning = order.leaves_qty if order.reduce_only else order.unmargined_qty
+        if leaning <= room:
+            return room - leaning
+        if order.reduce_only:
+            self._cut(state, order, leaning - room, REDUCE_ONLY_EXCEEDED, batch)
+        else:
+            order.unmargined_qty = room
+            order.text = UNMARGINED_CUT
+            self._cut(state, order, leaning - room, UNMARGINED_GONE, batch)
+        return 0
 
     def _cut(self, state: SymbolState, order: LiveOrder, qty: int, canceled_text: str, batch: Batch) -> None:
         """Takes qty off a resting order, keeping its place in the queue; all of it cancels the order."""
@@ -1251,11 +1252,10 @@ class Engine:
             order.text = command.text
         batch.orders[order.pk] = order
         unmargined_before = order.unmargined_qty
-        leaves = self._amended_leaves(state, order, command)
+        leaves, text = self._amended_leaves(state, order, command)
         if leaves is not None and leaves <= 0:
             # filled since the amend was asked, up to the size it asks for (or nothing left to reduce);
             # ending it releases all its margin
-            text = UNMARGINED_GONE if order.text == UNMARGINED_CUT else AMENDED_AWAY
             order.order_qty = order.cum_qty
             if order.pk in state.conditional:
                 self._close(state, order, batch, OrdStatus.CANCELED, text)
@@ -1288,12 +1288,13 @@ class Engine:
         self._apply_events(state, events, batch)
         self._after_trades(state, batch)
 
-    def _amended_leaves(self, state: SymbolState, order: LiveOrder, command: Command) -> int | None:
+    def _amended_leaves(self, state: SymbolState, order: LiveOrder, command: Command) -> tuple[int | None, str]:
         """The quantity an amend leaves, as the order stands now. The amend names the order's total
         (an orderQty, or a leavesQty on top of what had filled when it was asked), so what filled
         since counts against it: the margin reserved for it covers no more. A reduce-only order
         never grows beyond the position it may still reduce, nor does another order's part that its
-        new margin does not cover. None: the size is not amended."""
+        new margin does not cover. None: the size is not amended. Also the text of an order that
+        this leaves with nothing."""
         leaves = None if command.new_order_qty is None else command.new_order_qty - order.cum_qty
         resting = order.pk not in state.conditional  # conditional orders fit when triggered
         if leaves is not None and order.reduce_only and resting:
@@ -1304,9 +1305,9 @@ class Engine:
             excess = order.unmargined_qty - max(state.reducible(order), 0)
             if resting and excess > 0:
                 order.unmargined_qty -= excess
-                leaves = size - excess
                 order.text = UNMARGINED_CUT
-        return leaves
+                return size - excess, UNMARGINED_GONE
+        return leaves, AMENDED_AWAY
 
     def _cap_margin(self, state: SymbolState, order: LiveOrder, command: Command, batch: Batch) -> None:
         if command.new_margin is not None and order.margin_reserved > command.new_margin:

@@ -260,8 +260,14 @@ def margin_price(instrument: Instrument, side: str, *, price: Decimal | None, st
 
 def opening_qty(position_qty: int, side: str, qty: int) -> int:
     """The part of an order that opens or adds to a position; the rest only reduces it."""
+    return qty - reducing_qty(position_qty, side, qty)
+
+
+def reducing_qty(position_qty: int, side: str, qty: int) -> int:
+    """The part of an order that only reduces the position: it holds no margin (an order's
+    unmargined_qty)."""
     reducible = -position_qty if side == Side.BUY else position_qty
-    return max(qty - max(reducible, 0), 0)
+    return min(qty, max(reducible, 0))
 
 
 def order_margin(*, instrument: Instrument, side: str, qty: int, price: Decimal, leverage: Decimal,
@@ -332,6 +338,8 @@ def _closing_side(account: Account, symbol) -> str:
     to the position it finds, should that have changed since)."""
     qty = (Position.objects.filter(account=account, instrument__symbol=symbol)
            .values_list("current_qty", flat=True).first()) or 0
+    if not qty and not Instrument.objects.filter(symbol=symbol).exists():
+        raise OrderRejected(f"Invalid symbol: {symbol}")
     if not qty:
         raise OrderRejected(f"Invalid side: there is no {symbol} position to close; give side and orderQty")
     return Side.SELL if qty > 0 else Side.BUY
@@ -373,7 +381,7 @@ def _store_order(account: Account, request: OrderRequest, cl_ord_id: str, text: 
                                 price=margin_price(instrument, request.side, price=request.price,
                                                    stop_px=request.stop_px),
                                 leverage=position.leverage, position_qty=position.qty)
-        unmargined = request.order_qty - opening_qty(position.qty, request.side, request.order_qty)
+        unmargined = reducing_qty(position.qty, request.side, request.order_qty)
         _reserve(balance, reserved)
     order = Order.objects.create(
         account=account, instrument=instrument, cl_ord_id=cl_ord_id, side=request.side,
@@ -467,7 +475,7 @@ def amend_order(*, account: Account, order: Order, order_qty=None, leaves_qty=No
             position = selectors.position_for_margin(account_id=account.pk, instrument_id=instrument.pk,
                                                      side=order.side, excluding=order.pk)
             qty = new_leaves if new_leaves is not None else order.leaves_qty
-            new_unmargined = qty - opening_qty(position.qty, order.side, qty)
+            new_unmargined = reducing_qty(position.qty, order.side, qty)
             new_margin = order_margin(instrument=instrument, side=order.side, qty=qty,
                                       price=margin_price(instrument, order.side, price=new_price or order.price,
                                                          stop_px=new_stop or order.stop_px),
@@ -643,7 +651,7 @@ def submit_orders_bulk(*, instrument: Instrument, orders: Sequence[BulkOrder],
                                                          stop_px=request.stop_px),
                                       leverage=leverages.get(request.account_id, default_leverage),
                                       position_qty=position_qty)
-                unmargined = request.order_qty - opening_qty(position_qty, request.side, request.order_qty)
+                unmargined = reducing_qty(position_qty, request.side, request.order_qty)
                 amount, order_m, position_m = balances[request.account_id]
                 available = (amount - order_m - position_m - reserved.get(request.account_id, Decimal(0))
                              + min(unrealized.get(request.account_id, Decimal(0)), Decimal(0)))

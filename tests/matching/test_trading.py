@@ -973,14 +973,21 @@ def test_a_conditional_order_holds_margin_at_its_trigger_not_at_todays_book(engi
     settle(engine)
 
 
+def longs(engine, make_trader, *accounts_and_qty):
+    """Each account buys its quantity at 50,000 from a market maker of their own; returns it."""
+    market_maker = make_trader(usdt="10000000")
+    submit(market_maker, side="Sell", order_qty=sum(qty for _, qty in accounts_and_qty), price="50000")
+    settle(engine)
+    for account, qty in accounts_and_qty:
+        submit(account, side="Buy", order_qty=qty, price="50000")
+    settle(engine)
+    return market_maker
+
+
 def long_of(engine, make_trader, lots: int, usdt: str = "100000"):
     """(market maker, trader long `lots` XBT bought at 50,000)."""
-    market_maker, trader = make_trader(usdt="10000000"), make_trader(usdt=usdt)
-    submit(market_maker, side="Sell", order_qty=lots * 1_000_000, price="50000")
-    settle(engine)
-    submit(trader, side="Buy", order_qty=lots * 1_000_000, price="50000")
-    settle(engine)
-    return market_maker, trader
+    trader = make_trader(usdt=usdt)
+    return longs(engine, make_trader, (trader, lots * 1_000_000)), trader
 
 
 def test_a_take_profit_that_only_closed_the_position_is_canceled_once_the_position_is_gone(engine, make_trader):
@@ -1164,6 +1171,8 @@ def test_a_close_order_without_side_or_quantity_closes_the_position(engine, make
     market_maker, trader = long_of(engine, make_trader, 1)
     with pytest.raises(OrderRejected, match="there is no XBTUSDT position to close"):
         submit(make_trader(), exec_inst="Close")
+    with pytest.raises(OrderRejected, match="Invalid symbol: NOPE"):
+        submit(trader, symbol="NOPE", exec_inst="Close")
     submit(market_maker, side="Buy", order_qty=2_000_000, price="49000")
     close = submit(trader, exec_inst="Close")  # BitMEX: {"symbol": ..., "execInst": "Close"}
     assert (close.side, close.ord_type) == ("Sell", "Market")
@@ -1216,16 +1225,6 @@ def test_a_stop_that_opens_fills_no_further_than_its_margin_covers_when_the_pric
 
 
 TENTH = 100_000  # 0.1 XBT on XBTUSDT
-
-
-def longs(engine, make_trader, *accounts_and_qty) -> None:
-    """Each account buys its quantity at 50,000 from a market maker of its own."""
-    market_maker = make_trader(usdt="10000000")
-    submit(market_maker, side="Sell", order_qty=sum(qty for _, qty in accounts_and_qty), price="50000")
-    settle(engine)
-    for account, qty in accounts_and_qty:
-        submit(account, side="Buy", order_qty=qty, price="50000")
-    settle(engine)
 
 
 def test_a_cut_that_lets_the_taker_reach_further_still_keeps_reduce_only_orders_there(engine, make_trader):
